@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""A single-node Apache Kafka (KRaft) on 127.0.0.1 for development, tests and the demo.
+
+Usage::
+
+    python deploy/kafka/localkafka.py fetch            # resolve the broker jars with mvn (cached)
+    python deploy/kafka/localkafka.py start [--dir D]  # format, start, wait; prints bootstrap
+    python deploy/kafka/localkafka.py status [--dir D]
+    python deploy/kafka/localkafka.py stop [--dir D]
+
+The jars come from Maven Central through ``pom.xml`` beside this file and are cached in
+``deploy/kafka/.cache/lib-<version>/`` (gitignored), reused when present.  The broker's state
+(config, data, log, pid, bootstrap address) lives in the run directory, ``deploy/kafka/.run``
+unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.
+
+Standard library only: the tests import this module before anything else is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+CACHE = HERE / ".cache"
+DEFAULT_RUN_DIR = HERE / ".run"
+
+
+def kafka_version() -> str:
+    """The Kafka release pinned in pom.xml (one place to change it)."""
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not match:
+        raise RuntimeError(f"{POM}: no <kafka.version> property")
+    return match.group(1)
+
+
+def log(msg: str) -> None:
+    print(f"[localkafka] {msg}", file=sys.stderr, flush=True)
+
+
+def fetch() -> Path:
+    """Resolve the broker's runtime jars into the cache; a no-op when already complete."""
+    lib = CACHE / f"lib-{kafka_version()}"
+    marker = lib / ".complete"
+    if marker.exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("mvn not found on PATH: Maven is needed to fetch the Kafka jars")
+    log(f"resolving Apache Kafka {kafka_version()} jars from Maven Central into {lib} ...")
+    if lib.exists():
+        shutil.rmtree(lib)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={lib}",
+        "-DincludeScope=runtime",
+    ]
+    subprocess.run(cmd, check=True)
+    marker.write_text(kafka_version() + "\n")
+    return lib
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    exe = Path(home, "bin", "java") if home else None
+    if exe and exe.exists():
+        return str(exe)
+    found = shutil.which("java")
+    if found is None:
+        raise RuntimeError("java not found: set JAVA_HOME or put Java 17+ on PATH")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(port: int, api_key: int, version: int, body: bytes, timeout: float = 2.0) -> bytes:
+    """One Kafka request with a v1 header; returns the response body after the correlation id."""
+    client = b"localkafka"
+    header = struct.pack(">hhih", api_key, version, 7, len(client)) + client
+    payload = header + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(payload)) + payload)
+        size = struct.unpack(">i", _recv(s, 4))[0]
+        data = _recv(s, size)
+    if struct.unpack(">i", data[:4])[0] != 7:
+        raise ConnectionError("correlation id mismatch")
+    return data[4:]
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+
+def broker_ready(port: int) -> bool:
+    """True when the broker answers ApiVersions and its metadata lists at least one broker."""
+    try:
+        api = _request(port, 18, 0, b"")  # ApiVersions v0
+        if struct.unpack(">h", api[:2])[0] != 0:
+            return False
+        # Metadata v4: null topic array (all topics), no auto-creation.
+        meta = _request(port, 3, 4, struct.pack(">ib", -1, 0))
+        _throttle, n_brokers = struct.unpack(">ii", meta[:8])
+        return n_brokers > 0
+    except OSError:
+        return False
+
+
+class LocalKafka:
+    """One broker process whose state lives in ``run_dir``."""
+
+    def __init__(self, run_dir: Path | str = DEFAULT_RUN_DIR) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.pid_file = self.run_dir / "broker.pid"
+        self.bootstrap_file = self.run_dir / "bootstrap"
+        self.log_file = self.run_dir / "broker.log"
+        self._proc: subprocess.Popen[bytes] | None = None  # set when this object started it
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def bootstrap(self) -> str | None:
+        return self.bootstrap_file.read_text().strip() if self.bootstrap_file.exists() else None
+
+    def status(self) -> str:
+        pid, bootstrap = self.pid(), self.bootstrap()
+        if pid is None:
+            return "stopped"
+        port = int(bootstrap.rsplit(":", 1)[1]) if bootstrap else 0
+        state = "ready" if port and broker_ready(port) else "starting or unresponsive"
+        return f"running pid={pid} bootstrap={bootstrap} ({state})"
+
+    def start(self, port: int | None = None, timeout: float = 90.0) -> str:
+        """Start the broker unless it already runs; return its bootstrap address."""
+        if self.pid() is not None and self.bootstrap():
+            return self.bootstrap()  # type: ignore[return-value]
+        lib = fetch()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        controller_port = free_port()
+        data = self.run_dir / "data"
+        if data.exists():
+            shutil.rmtree(data)  # a fresh log dir every start: this is a scratch broker
+        props = self.run_dir / "server.properties"
+        props.write_text(_server_properties(port, controller_port, data))
+        log4j = self.run_dir / "log4j2.properties"
+        log4j.write_text(_LOG4J2)
+        classpath = f"{lib}/*"
+        base = [
+            java(),
+            "-Xms256m",
+            "-Xmx768m",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+        ]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        with self.log_file.open("wb") as out:
+            subprocess.run(
+                [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        with self.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                [*base, "kafka.Kafka", str(props)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the caller's terminal does not hit the broker
+            )
+        self._proc = proc
+        self.pid_file.write_text(str(proc.pid))
+        bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {proc.returncode}; see {self.log_file}")
+            if broker_ready(port):
+                self.bootstrap_file.write_text(bootstrap + "\n")
+                return bootstrap
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"broker not ready after {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (controlled shutdown, then kill); True if one was running."""
+        pid = self.pid()
+        self.bootstrap_file.unlink(missing_ok=True)
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)  # reap our own child
+            self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is not alive
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _server_properties(port: int, controller_port: int, data: Path) -> str:
+    return f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+"""
+
+
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument(
+        "--dir",
+        default=os.environ.get("STREAMWATCH_KAFKA_DIR", str(DEFAULT_RUN_DIR)),
+        help="run directory for config, data, log and pid (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="listener port (default: a free one)"
+    )
+    args = parser.parse_args(argv)
+    broker = LocalKafka(args.dir)
+    try:
+        if args.command == "fetch":
+            print(fetch())
+        elif args.command == "start":
+            print(broker.start(port=args.port))
+        elif args.command == "stop":
+            log("stopped" if broker.stop() else "not running")
+        else:
+            print(broker.status())
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

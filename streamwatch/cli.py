@@ -1,0 +1,329 @@
+"""The ``streamwatch`` command: every subcommand, and the only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from streamwatch import __version__
+from streamwatch.errors import ConfigError, ModelError, SourceError
+
+log = logging.getLogger("streamwatch")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+# -- generate ----------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from streamwatch import synth
+    from streamwatch.codec import MessageFormat
+
+    spec = synth.SynthSpec(
+        n_streams=args.streams,
+        length=args.length,
+        step_seconds=args.step_seconds,
+        anomalies_per_stream=args.anomalies_per_stream,
+        seed=args.seed,
+        warmup=min(args.warmup, args.length - 1),
+        **({"start": args.start} if args.start is not None else {}),
+    )
+    try:
+        data = synth.generate(spec)
+    except ValueError as exc:
+        print(f"streamwatch generate: {exc}", file=sys.stderr)
+        return 2
+    if args.labels:
+        synth.write_labels(data, spec, Path(args.labels))
+    if args.kafka:
+        from streamwatch.sinks.kafka import produce
+
+        fmt = MessageFormat()
+        rows = synth.iter_rows(data)
+        messages = ((s.encode(), fmt.encode(s, ts, v)) for s, ts, v in rows)
+        total = spec.n_streams * spec.length
+        log.info(
+            "producing %d readings to %s at %s",
+            total,
+            args.topic,
+            f"{args.rate:g}/s" if args.rate > 0 else "full speed",
+        )
+        sent = produce(
+            args.kafka, args.topic, messages, rate=args.rate, progress_every=args.progress_every
+        )
+        log.info("produced %d readings to %s", sent, args.topic)
+    if args.out:
+        out = Path(args.out)
+        writer = synth.write_csv if out.suffix.lower() == ".csv" else synth.write_jsonl
+        writer(data, out)
+        log.info(
+            "wrote %d streams x %d readings to %s (%d anomalies)",
+            spec.n_streams,
+            spec.length,
+            out,
+            len(data.anomalies),
+        )
+    if not args.out and not args.kafka:
+        print("streamwatch generate: give --out FILE and/or --kafka BOOTSTRAP", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from streamwatch.train.data import DataError, load_series
+        from streamwatch.train.fit import TrainConfig, train_artifact
+    except ImportError as exc:
+        print(
+            f"streamwatch train needs the 'train' extra (pip install 'streamwatch[train]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        cfg = TrainConfig(
+            name=args.name,
+            hidden_size=args.hidden_size,
+            layers=args.layers,
+            dropout=args.dropout,
+            epochs=args.epochs,
+            batch_streams=args.batch_streams,
+            window=args.window,
+            lr=args.lr,
+            val_fraction=args.val_fraction,
+            patience=args.patience,
+            seed=args.seed,
+            device=args.device,
+        )
+        series = load_series(args.data, target=args.target)
+    except (ValueError, DataError) as exc:
+        print(f"streamwatch train: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "loaded %d streams (%d readings) from %d file(s)",
+        len(series),
+        sum(len(v) for v in series.values()),
+        len(args.data),
+    )
+    spec = train_artifact(series, cfg, args.out)
+    print(f"model written to {args.out} (version {spec.version})")
+    return 0
+
+
+# -- model show --------------------------------------------------------------------------------
+
+
+def cmd_model_show(args: argparse.Namespace) -> int:
+    from streamwatch.model import load_model
+
+    try:
+        model = load_model(args.dir)
+    except ModelError as exc:
+        print(f"streamwatch: model refused: {exc}", file=sys.stderr)
+        return 1
+    d = model.spec.to_dict()
+    val = d["training"].get("validation", {})
+    lines = [
+        f"model       {d['name']}  version {d['version']}",
+        f"created     {d['created_at']}  by streamwatch {d['streamwatch_version']}",
+        f"features    {', '.join(d['features'])}   targets {', '.join(d['targets'])}",
+        f"network     LSTM {d['layers']} layer(s) x {d['hidden_size']} hidden, "
+        f"state {d['state_size']} floats ({d['state_layout']})",
+        f"onnx        {d['onnx']['file']}  sha256 {d['onnx']['sha256']}",
+        f"normalise   {json.dumps(d['normalization'])}",
+        f"data        {json.dumps(d['training'].get('data', {}))}",
+        f"validation  nll {val.get('val_nll', float('nan')):.4f}  "
+        f"mae {val.get('val_mae_z', float('nan')):.4f} (naive "
+        f"{val.get('val_naive_mae_z', float('nan')):.4f}) z units, "
+        f"best epoch {val.get('epoch')} of {val.get('epochs_run')}",
+        f"calibration {json.dumps(d['calibration'].get('abs_error_quantiles', {}))}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+# -- run / check-config ------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from streamwatch import config
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
+    print(f"{args.config}: ok (input {','.join(cfg.kafka.input_topics)}, model {cfg.model.path})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from streamwatch import config
+    from streamwatch.daemon import Daemon
+    from streamwatch.engine import Engine
+    from streamwatch.metrics import Metrics
+    from streamwatch.model import load_model
+    from streamwatch.scoring import Scorer
+    from streamwatch.sinks.kafka import KafkaSink
+    from streamwatch.sources.kafka import KafkaSource
+    from streamwatch.state import StateStore
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    try:
+        model = load_model(cfg.model.path, threads=cfg.model.threads)
+    except ModelError as exc:
+        log.error("model refused: %s", exc)
+        return 1
+    spec = model.spec
+    log.info(
+        "model %s version %s (LSTM %dx%d)", spec.name, spec.version, spec.layers, spec.hidden_size
+    )
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    server, _thread = start_http_server(cfg.metrics.port, cfg.metrics.host, registry=registry)
+    port = server.server_address[1]
+    log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    engine = Engine(
+        model,
+        spec.normalization,
+        StateStore(spec.state_size, max_streams=cfg.state.max_streams),
+        Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
+        max_rows=cfg.model.max_rows,
+    )
+    try:
+        source = KafkaSource(cfg.kafka)
+        sink = KafkaSink(cfg.kafka.bootstrap_servers, cfg.kafka.client_id)
+    except SourceError as exc:
+        log.error("%s", exc)
+        server.shutdown()
+        return 1
+    daemon = Daemon(cfg, source, sink, engine, spec, metrics)
+    interrupts = 0
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1 and signum == signal.SIGINT:
+            log.warning("second interrupt: exiting now without draining")
+            os._exit(130)
+        log.info("%s: draining", signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.run()
+    finally:
+        server.shutdown()
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamwatch", description=__doc__)
+    p.add_argument("--version", action="version", version=f"streamwatch {__version__}")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="synthetic streams with labelled anomalies")
+    g.add_argument("--streams", type=int, default=20)
+    g.add_argument("--length", type=int, default=4032, help="readings per stream")
+    g.add_argument("--step-seconds", type=float, default=300.0)
+    g.add_argument("--start", type=float, default=None, help="epoch seconds of reading 0")
+    g.add_argument("--anomalies-per-stream", type=float, default=2.0)
+    g.add_argument("--warmup", type=int, default=600, help="no anomaly before this index")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", help="write a .csv or .jsonl file")
+    g.add_argument("--labels", help="write the anomaly labels as JSON")
+    g.add_argument("--kafka", metavar="BOOTSTRAP", help="produce the readings to Kafka")
+    g.add_argument("--topic", default="readings")
+    g.add_argument("--rate", type=float, default=0.0, help="messages per second (0: full speed)")
+    g.add_argument("--progress-every", type=int, default=0, metavar="N")
+    g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train", help="fit an LSTM forecaster and export an ONNX artifact")
+    t.add_argument("--data", nargs="+", required=True, help=".csv, .jsonl or .npy files")
+    t.add_argument("--out", required=True, help="artifact directory to write")
+    t.add_argument("--name", default="lstm")
+    t.add_argument("--target", type=int, default=0, help="target column of .npy files")
+    t.add_argument("--hidden-size", type=int, default=32)
+    t.add_argument("--layers", type=int, default=1)
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-streams", type=int, default=64)
+    t.add_argument("--window", type=int, default=128, help="truncated-BPTT window, in steps")
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--patience", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("model", help="inspect model artifacts")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    ms = msub.add_parser("show", help="print a model artifact's metadata")
+    ms.add_argument("dir")
+    ms.set_defaults(func=cmd_model_show)
+
+    r = sub.add_parser("run", help="run the detector daemon")
+    r.add_argument("--config", required=True)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a daemon config and exit")
+    c.add_argument("config")
+    c.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    started = time.monotonic()
+    code: Any = args.func(args)
+    log.debug("%s finished in %.1fs", args.command, time.monotonic() - started)
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Bytes -> readings, or a DecodeError with a short reason (pure; no I/O).
+
+A message is a JSON object such as ``{"stream": "host-1.cpu", "ts": 1700000000.0,
+"value": 0.73}``.  The stream id may come from the record key instead, and the timestamp
+(epoch seconds) from the record.  Anything Python's json would accept but that is not a finite
+number where a number belongs (``NaN`` literals, ``1e400``, booleans) is refused.
+
+>>> m = MessageFormat()
+>>> m.decode(b'{"stream": "a", "ts": 10, "value": 2.5}', key=None, record_ts=None)
+('a', 10.0, 2.5)
+>>> m.decode(b'{"stream": "a", "value": NaN}', key=None, record_ts=None)
+Traceback (most recent call last):
+...
+streamwatch.errors.DecodeError: bad_json: non-finite constant NaN
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from streamwatch.errors import DecodeError
+
+# Reasons are metric label values: keep this set small and fixed.
+REASONS = (
+    "too_large",
+    "bad_utf8",
+    "bad_json",
+    "not_object",
+    "missing_stream",
+    "bad_stream",
+    "missing_value",
+    "bad_value",
+    "non_finite",
+    "bad_timestamp",
+)
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError("bad_json", f"non-finite constant {name}")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+@dataclass(frozen=True)
+class MessageFormat:
+    """Where the stream id, timestamp and value live in a message."""
+
+    stream_field: str = "stream"
+    timestamp_field: str = "ts"
+    value_field: str = "value"
+    stream_from_key: bool = False  # use the record key (UTF-8) as the stream id
+    max_message_bytes: int = 65536
+    max_stream_id_length: int = 256
+
+    def decode(
+        self, value: bytes | None, key: bytes | None, record_ts: float | None
+    ) -> tuple[str, float, float]:
+        """One message -> (stream id, timestamp in epoch seconds, reading)."""
+        if value is None:
+            raise DecodeError("not_object", "empty message (tombstone)")
+        if len(value) > self.max_message_bytes:
+            raise DecodeError("too_large", f"{len(value)} bytes > {self.max_message_bytes}")
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError("bad_utf8", str(exc)) from None
+        try:
+            obj = _decoder.decode(text)
+        except json.JSONDecodeError as exc:
+            raise DecodeError("bad_json", str(exc)) from None
+        except RecursionError:
+            raise DecodeError("bad_json", "nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise DecodeError("not_object", f"top level is {type(obj).__name__}")
+        return self._stream(obj, key), self._timestamp(obj, record_ts), self._value(obj)
+
+    def _stream(self, obj: dict[str, Any], key: bytes | None) -> str:
+        if self.stream_from_key:
+            if not key:
+                raise DecodeError("missing_stream", "record has no key")
+            try:
+                stream = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError("bad_stream", "record key is not UTF-8") from None
+        else:
+            if self.stream_field not in obj:
+                raise DecodeError("missing_stream", f"no field {self.stream_field!r}")
+            stream = obj[self.stream_field]
+            if not isinstance(stream, str):
+                raise DecodeError("bad_stream", f"{self.stream_field!r} is not a string")
+        if not stream or len(stream) > self.max_stream_id_length:
+            raise DecodeError(
+                "bad_stream",
+                f"stream id length {len(stream)} not in 1..{self.max_stream_id_length}",
+            )
+        return stream
+
+    def _timestamp(self, obj: dict[str, Any], record_ts: float | None) -> float:
+        ts = obj.get(self.timestamp_field)
+        if ts is None:
+            if record_ts is None:
+                raise DecodeError("bad_timestamp", f"no field {self.timestamp_field!r}")
+            return record_ts
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            raise DecodeError("bad_timestamp", f"{self.timestamp_field!r} is not a finite number")
+        return float(ts)
+
+    def _value(self, obj: dict[str, Any]) -> float:
+        if self.value_field not in obj:
+            raise DecodeError("missing_value", f"no field {self.value_field!r}")
+        v = obj[self.value_field]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise DecodeError("bad_value", f"{self.value_field!r} is {type(v).__name__}")
+        try:
+            x = float(v)
+        except OverflowError:  # a huge integer literal
+            raise DecodeError("non_finite", f"{self.value_field!r} overflows a double") from None
+        if not math.isfinite(x):
+            raise DecodeError("non_finite", f"{self.value_field!r} is {x}")
+        return x
+
+    def encode(self, stream: str, ts: float, value: float) -> bytes:
+        return json.dumps(
+            {self.stream_field: stream, self.timestamp_field: ts, self.value_field: value},
+            separators=(",", ":"),
+        ).encode()

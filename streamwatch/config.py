@@ -1,0 +1,205 @@
+"""YAML -> a frozen, validated Config; every error names its key path.
+
+Unknown keys are errors: a typo must not silently fall back to a default.
+
+>>> cfg = parse({"kafka": {"bootstrap_servers": "k:9092", "input_topics": ["in"]}})
+>>> cfg.kafka.group_id, cfg.scoring.threshold
+('streamwatch', 6.0)
+>>> parse({"kafka": {"bootstrap_servers": "k:9092", "input_topics": ["in"], "grup_id": "x"}})
+Traceback (most recent call last):
+...
+streamwatch.errors.ConfigError: kafka.grup_id: unknown key
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from streamwatch.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    input_topics: tuple[str, ...]
+    group_id: str = "streamwatch"
+    client_id: str = "streamwatch"
+    auto_offset_reset: str = "earliest"
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 500
+
+    def check(self, path: str) -> None:
+        if not self.input_topics:
+            raise ConfigError(f"{path}.input_topics", "at least one topic is required")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError(f"{path}.auto_offset_reset", "must be 'earliest' or 'latest'")
+        _positive(path, "max_poll_records", self.max_poll_records)
+        _positive(path, "poll_timeout_ms", self.poll_timeout_ms)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    stream_field: str = "stream"
+    timestamp_field: str = "ts"
+    value_field: str = "value"
+    stream_from_key: bool = False
+    max_message_bytes: int = 65536
+    max_stream_id_length: int = 256
+
+    def check(self, path: str) -> None:
+        _positive(path, "max_message_bytes", self.max_message_bytes)
+        _positive(path, "max_stream_id_length", self.max_stream_id_length)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "models/example"
+    threads: int = 1
+    max_rows: int = 512  # rows per ONNX call
+
+    def check(self, path: str) -> None:
+        _positive(path, "threads", self.threads)
+        _positive(path, "max_rows", self.max_rows)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    threshold: float = 6.0
+    warmup: int = 100
+
+    def check(self, path: str) -> None:
+        _positive(path, "threshold", self.threshold)
+        if self.warmup < 0:
+            raise ConfigError(f"{path}.warmup", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    anomalies_topic: str = "anomalies"
+    dead_letter_topic: str = "streamwatch-dead-letters"
+    scores_topic: str | None = None
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    max_streams: int = 1_000_000
+    idle_ttl_seconds: float = 86400.0
+
+    def check(self, path: str) -> None:
+        _positive(path, "max_streams", self.max_streams)
+        _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "0.0.0.0"
+    port: int = 9108
+
+    def check(self, path: str) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"{path}.port", "must be in 0..65535 (0: any free port)")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"
+
+    def check(self, path: str) -> None:
+        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"{path}.level", "must be DEBUG, INFO, WARNING or ERROR")
+        if self.format not in ("text", "json"):
+            raise ConfigError(f"{path}.format", "must be 'text' or 'json'")
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig
+    input: InputConfig = field(default_factory=InputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _positive(path: str, key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{path}.{key}", "must be > 0")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; dataclasses recurse."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)  # type: ignore[arg-type]
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, path)
+    if origin is tuple:
+        if isinstance(value, str):  # a single topic may be written without a list
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {type(value).__name__}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(path, f"expected {tp.__name__}, got a boolean")
+    if not isinstance(value, tp):
+        raise ConfigError(path, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{path}.{key}" if path else str(key), "unknown key")
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key_path, "required key is missing")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(path)
+    return obj
+
+
+def parse(data: Any) -> Config:
+    result: Config = _build(Config, data, "")
+    return result
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not valid YAML ({exc})") from None
+    return parse(data)

@@ -1,0 +1,58 @@
+"""Kafka source on kafka-python: a consumer group member that never auto-commits."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from streamwatch.config import KafkaConfig
+from streamwatch.errors import SourceError
+from streamwatch.records import Record
+from streamwatch.sources import Offsets
+
+log = logging.getLogger("streamwatch")
+
+
+class KafkaSource:
+    def __init__(self, cfg: KafkaConfig) -> None:
+        self.cfg = cfg
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=cfg.bootstrap_servers.split(","),
+                group_id=cfg.group_id,
+                client_id=cfg.client_id,
+                enable_auto_commit=False,  # offsets move only after outputs are acknowledged
+                auto_offset_reset=cfg.auto_offset_reset,
+                max_poll_records=cfg.max_poll_records,
+            )
+        except KafkaError as exc:
+            raise SourceError(
+                f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}", retriable=True
+            ) from exc
+        self.consumer.subscribe(list(cfg.input_topics))
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        out: list[Record] = []
+        for records in batches.values():
+            out.extend(
+                Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                for r in records
+            )
+        return out
+
+    def commit(self, offsets: Offsets) -> None:
+        if not offsets:
+            return
+        self.consumer.commit(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        )
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)

@@ -1,0 +1,1 @@
+"""Training side: torch lives only in this package (install the ``train`` extra)."""

@@ -1,0 +1,260 @@
+"""Fit a Forecaster on many streams, calibrate it, and write the model artifact.
+
+Truncated back-propagation through time: each mini-batch of streams is walked through time in
+windows, carrying the (detached) LSTM state from one window to the next, as serving carries
+it from message to message.  The last ``val_fraction`` of every stream, in time order, is held
+out for early stopping and calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamwatch import __version__
+from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
+from streamwatch.normalize import Normalizer
+from streamwatch.train.data import summary
+from streamwatch.train.export import export_onnx
+from streamwatch.train.module import Forecaster
+
+log = logging.getLogger("streamwatch")
+
+CALIBRATION_QUANTILES = (0.5, 0.9, 0.99, 0.999, 0.9999)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "lstm"
+    hidden_size: int = 32
+    layers: int = 1
+    dropout: float = 0.0
+    epochs: int = 30
+    batch_streams: int = 64
+    window: int = 128  # steps per truncated-BPTT window
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    val_fraction: float = 0.2
+    patience: int = 5  # epochs without validation improvement before stopping
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    normalization: Normalizer = field(default_factory=Normalizer)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "hidden_size": self.hidden_size >= 1,
+            "layers": self.layers >= 1,
+            "epochs": self.epochs >= 1,
+            "batch_streams": self.batch_streams >= 1,
+            "window": self.window >= 2,
+            "lr": self.lr > 0,
+            "val_fraction": 0.0 < self.val_fraction < 1.0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"train.{key}: invalid value {getattr(self, key)!r}")
+
+
+@dataclass
+class _Prepared:
+    inputs: torch.Tensor  # (streams, time, 1)
+    targets: torch.Tensor  # (streams, time, 1), NaN where no target
+    train_mask: torch.Tensor  # (streams, time) bool
+    val_mask: torch.Tensor
+    train_end: int  # no training target lies at or after this time index
+
+
+def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig) -> _Prepared:
+    names = sorted(series)
+    max_len = max(len(series[n]) for n in names)
+    inputs = np.zeros((len(names), max_len), np.float32)
+    targets = np.full((len(names), max_len), np.nan, np.float32)
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(names):
+        by_length.setdefault(len(series[n]), []).append(i)
+    for length, rows in by_length.items():
+        x = np.stack([series[names[i]] for i in rows])
+        z_in, z_tg = cfg.normalization.sequence(x)
+        inputs[rows, :length], targets[rows, :length] = z_in, z_tg
+    lengths = np.array([len(series[n]) for n in names])
+    cut = np.floor(lengths * (1.0 - cfg.val_fraction)).astype(int)
+    t = np.arange(max_len)[None, :]
+    has_target = ~np.isnan(targets)
+    # The first readings of a stream normalise against almost nothing: do not learn from them.
+    settled = t >= cfg.normalization.warmup
+    train_mask = has_target & settled & (t < cut[:, None])
+    val_mask = has_target & settled & (t >= cut[:, None])
+    if not train_mask.any() or not val_mask.any():
+        raise ValueError("training data too short: no steps left for training or validation")
+    return _Prepared(
+        torch.from_numpy(inputs)[..., None],
+        torch.from_numpy(targets)[..., None],
+        torch.from_numpy(train_mask),
+        torch.from_numpy(val_mask),
+        int(cut.max()),
+    )
+
+
+def _nll(
+    mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    y = torch.where(mask[..., None], y, mu.detach())  # masked steps contribute 0 error
+    per_step = torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2
+    return (per_step[..., 0] * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[str, Any]:
+    """Validation NLL and normalised-error statistics, over full sequences."""
+    model.eval()
+    with torch.no_grad():
+        mu, sigma, _ = model(data.inputs.to(device))
+        mu, sigma = mu.cpu(), sigma.cpu()
+    mask = data.val_mask
+    nll = float(_nll(mu, sigma, data.targets, mask))
+    err = ((data.targets - mu) / sigma)[..., 0][mask].numpy().astype(np.float64)
+    abs_err = np.abs(err)
+    mae = float(torch.abs(data.targets - mu)[..., 0][mask].mean())
+    naive = data.inputs[..., 0]  # "next equals this one", in the same z units
+    naive_mae = float(torch.abs(data.targets[..., 0] - naive)[mask].mean())
+    return {
+        "val_nll": nll,
+        "val_mae_z": mae,
+        "val_naive_mae_z": naive_mae,
+        "val_steps": int(mask.sum()),
+        "abs_error_quantiles": {
+            str(q): float(np.quantile(abs_err, q)) for q in CALIBRATION_QUANTILES
+        },
+        "error_mean": float(err.mean()),
+        "error_std": float(err.std()),
+    }
+
+
+def fit(series: dict[str, np.ndarray], cfg: TrainConfig) -> tuple[Forecaster, dict[str, Any]]:
+    """Train on ``series`` (stream -> readings); return the best model and its metrics."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    data = _prepare(series, cfg)
+    n_streams = data.inputs.shape[0]
+    model = Forecaster(1, 1, cfg.hidden_size, cfg.layers, cfg.dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+    log.info(
+        "training on %d streams, %d training and %d validation steps, device %s",
+        n_streams,
+        int(data.train_mask.sum()),
+        int(data.val_mask.sum()),
+        device,
+    )
+    best: dict[str, Any] = {"val_nll": math.inf}
+    best_state = copy.deepcopy(model.state_dict())
+    stale, started = 0, time.monotonic()
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.monotonic()
+        model.train()
+        total, steps = 0.0, 0
+        for batch in np.array_split(
+            rng.permutation(n_streams), math.ceil(n_streams / cfg.batch_streams)
+        ):
+            idx = torch.from_numpy(batch)
+            state = None
+            for start in range(0, data.train_end, cfg.window):
+                sl = slice(start, min(start + cfg.window, data.train_end))
+                mask = data.train_mask[idx, sl].to(device)
+                x = data.inputs[idx, sl].to(device)
+                mu, sigma, state = model(x, state)
+                state = (state[0].detach(), state[1].detach())
+                n = int(mask.sum())
+                if n == 0:
+                    continue
+                loss = _nll(mu, sigma, data.targets[idx, sl].to(device), mask)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                total += float(loss.detach()) * n
+                steps += n
+        metrics = _evaluate(model, data, device)
+        sched.step(metrics["val_nll"])
+        train_nll = total / max(steps, 1)
+        history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": metrics["val_nll"]})
+        log.info(
+            "epoch %d/%d  train_nll %.4f  val_nll %.4f  val_mae_z %.4f  lr %.2g  %.1fs",
+            epoch,
+            cfg.epochs,
+            train_nll,
+            metrics["val_nll"],
+            metrics["val_mae_z"],
+            opt.param_groups[0]["lr"],
+            time.monotonic() - t0,
+        )
+        if metrics["val_nll"] < best["val_nll"] - 1e-4:
+            best = {**metrics, "epoch": epoch, "train_nll": train_nll}
+            best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stop: no validation improvement for %d epochs", cfg.patience)
+                break
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    best["epochs_run"] = len(history)
+    best["seconds"] = round(time.monotonic() - started, 2)
+    best["device"] = str(device)
+    best["history"] = history
+    return model, best
+
+
+def train_artifact(
+    series: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path | str
+) -> ModelSpec:
+    """Fit, export, calibrate and write ``out_dir``; return the written spec."""
+    model, metrics = fit(series, cfg)
+    onnx_bytes = export_onnx(model)
+    digest = sha256_bytes(onnx_bytes)
+    created = datetime.now(timezone.utc).replace(microsecond=0)
+    calibration = {
+        "abs_error_quantiles": metrics.pop("abs_error_quantiles"),
+        "error_mean": metrics.pop("error_mean"),
+        "error_std": metrics.pop("error_std"),
+    }
+    history = metrics.pop("history")
+    train_cfg = asdict(cfg)
+    train_cfg.pop("normalization")
+    spec = ModelSpec(
+        name=cfg.name,
+        version=f"{created:%Y%m%d%H%M%S}-{digest[:8]}",
+        features=("value",),
+        targets=("value",),
+        layers=cfg.layers,
+        hidden_size=cfg.hidden_size,
+        normalization=cfg.normalization,
+        onnx_sha256=digest,
+        calibration=calibration,
+        training={
+            "data": summary(series),
+            "config": train_cfg,
+            "validation": metrics,
+            "history": history,
+        },
+        streamwatch_version=__version__,
+        created_at=created.isoformat(),
+    )
+    write_artifact(out_dir, spec, onnx_bytes)
+    log.info("wrote model %s version %s to %s", spec.name, spec.version, out_dir)
+    return spec

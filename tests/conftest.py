@@ -1,0 +1,52 @@
+"""Shared fixtures: a real local Kafka broker and a really trained model, once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_localkafka():  # deploy/kafka/localkafka.py is a script, not part of the package
+    spec = importlib.util.spec_from_file_location("localkafka", ROOT / "deploy/kafka/localkafka.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localkafka"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker: STREAMWATCH_KAFKA_BOOTSTRAP, or one we start."""
+    given = os.environ.get("STREAMWATCH_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka"))
+    bootstrap = broker.start()
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model really trained with PyTorch on synthetic data, exported to ONNX."""
+    from streamwatch import synth
+    from streamwatch.train.fit import TrainConfig, train_artifact
+
+    data = synth.generate(
+        synth.SynthSpec(n_streams=24, length=2016, anomalies_per_stream=0, seed=11)
+    )
+    series = {s: data.values[i] for i, s in enumerate(data.stream_ids)}
+    out = tmp_path_factory.mktemp("model") / "model"
+    train_artifact(series, TrainConfig(hidden_size=16, epochs=8, seed=3), out)
+    return out

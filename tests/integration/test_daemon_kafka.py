@@ -1,0 +1,243 @@
+"""End to end on the real broker: readings with spikes in, anomalies and dead letters out,
+metrics served, SIGTERM drains, and a restart resumes from the committed offsets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.structs import TopicPartition
+
+from streamwatch.codec import MessageFormat
+
+pytestmark = pytest.mark.kafka
+
+N_STREAMS, LENGTH, SPIKE_AT = 12, 450, 380
+SPIKED = ("s00", "s03", "s06", "s09")
+T0 = 1_700_006_400.0
+
+# The daemon runs where torch cannot be imported, as in production images without the extra.
+RUNNER = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+from streamwatch.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _readings(start: int, stop: int) -> list[tuple[bytes, bytes]]:
+    fmt = MessageFormat()
+    out = []
+    for i in range(start, stop):
+        for s in range(N_STREAMS):
+            level = 10.0 ** (s % 4)  # four orders of magnitude, one model
+            x = level * (5.0 + np.sin(2 * np.pi * i / 288 + s) + 0.01 * np.cos(i * 1.3 + s))
+            name = f"s{s:02d}"
+            if i == SPIKE_AT and name in SPIKED:
+                x += level * 3.0
+            out.append((name.encode(), fmt.encode(name, T0 + 300.0 * i, float(x))))
+    return out
+
+
+BAD = [
+    (b"bad1", b"{not json"),
+    (b"bad2", b'{"stream":"s00","ts":1,"value":NaN}'),
+    (b"bad3", b"\xff\xfe"),
+    (b"bad4", b'{"stream":"s00","ts":1,"value":"12"}'),
+]
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _consume_all(bootstrap: str, topic: str, want: int, timeout: float) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    got: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(got) < want:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(records)
+    finally:
+        consumer.close()
+    return got
+
+
+def _metric(port: int, name: str, labels: str = "") -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def _wait_metric(port: int, name: str, at_least: float, timeout: float) -> float:
+    deadline, value = time.monotonic() + timeout, -1.0
+    while time.monotonic() < deadline:
+        try:
+            value = _metric(port, name)
+            if value >= at_least:
+                return value
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{name} stayed at {value}, wanted >= {at_least}")
+
+
+class _Daemon:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", RUNNER, str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    names = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(names["input"], 3, 1),
+            NewTopic(names["anomalies"], 1, 1),
+            NewTopic(names["dead"], 1, 1),
+        ]
+    )
+    admin.close()
+    names["group"] = f"streamwatch-{tag}"
+    return names
+
+
+def test_readings_in_anomalies_out_and_restart(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    config = tmp_path / "streamwatch.yaml"
+    config.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{kafka_bootstrap}"
+  input_topics: [{topics["input"]}]
+  group_id: {topics["group"]}
+  poll_timeout_ms: 200
+model:
+  path: "{model_dir}"
+scoring:
+  threshold: 6.0
+  warmup: 100
+outputs:
+  anomalies_topic: {topics["anomalies"]}
+  dead_letter_topic: {topics["dead"]}
+metrics:
+  host: 127.0.0.1
+  port: {port}
+"""
+    )
+    first = _readings(0, LENGTH)
+    _produce(kafka_bootstrap, topics["input"], first + BAD)
+    total = len(first) + len(BAD)
+
+    daemon = _Daemon(config, tmp_path / "daemon.log")
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", total, timeout=90)
+        anomalies = _consume_all(kafka_bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
+        assert _metric(port, "streamwatch_anomalies_total") >= len(SPIKED)
+        assert _metric(port, "streamwatch_dead_letters_total", 'reason="bad_json"') == 2
+        assert _metric(port, "streamwatch_dead_letters_total", 'reason="bad_utf8"') == 1
+        assert _metric(port, "streamwatch_dead_letters_total", 'reason="bad_value"') == 1
+        assert _metric(port, "streamwatch_active_streams") == N_STREAMS
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    assert "SIGTERM: draining" in daemon.output()
+
+    events = [json.loads(r.value) for r in anomalies]
+    flagged = {(e["stream"], e["ts"]) for e in events}
+    for name in SPIKED:
+        assert (name, T0 + 300.0 * SPIKE_AT) in flagged, (name, sorted(flagged))
+    # few flags beyond the injected spikes (the readings after a spike may be flagged too)
+    readings_scored = N_STREAMS * (LENGTH - 100)
+    assert len(events) - len(SPIKED) <= 0.01 * readings_scored
+    spike = next(e for e in events if e["stream"] == SPIKED[0] and e["ts"] == T0 + 300 * SPIKE_AT)
+    assert spike["topic"] == topics["input"] and spike["score"] >= 6.0
+    assert {r.key for r in anomalies} <= {n.encode() for n in SPIKED} | {
+        f"s{s:02d}".encode() for s in range(N_STREAMS)
+    }
+
+    dead = _consume_all(kafka_bootstrap, topics["dead"], want=len(BAD), timeout=30)
+    assert sorted(r.key for r in dead) == [k for k, _ in BAD]
+    reasons = {r.key: dict(r.headers)["streamwatch.reason"] for r in dead}
+    assert reasons == {
+        b"bad1": b"bad_json",
+        b"bad2": b"bad_json",
+        b"bad3": b"bad_utf8",
+        b"bad4": b"bad_value",
+    }
+    assert all(r.value == dict(BAD)[r.key] for r in dead)  # original bytes kept
+
+    # Everything consumed is committed ...
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=topics["group"], enable_auto_commit=False
+    )
+    parts = [TopicPartition(topics["input"], p) for p in range(3)]
+    ends = consumer.end_offsets(parts)
+    assert {tp: consumer.committed(tp) for tp in parts} == ends
+    consumer.close()
+
+    # ... so a restart consumes only what arrived since, and nothing is lost.
+    more = _readings(LENGTH, LENGTH + 20)
+    _produce(kafka_bootstrap, topics["input"], more)
+    daemon = _Daemon(config, tmp_path / "daemon2.log")
+    try:
+        assert _wait_metric(
+            port, "streamwatch_records_consumed_total", len(more), timeout=90
+        ) == len(more)
+        time.sleep(1.0)
+        assert _metric(port, "streamwatch_records_consumed_total") == len(more)
+    finally:
+        assert daemon.terminate() == 0, daemon.output()

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from streamwatch.codec import REASONS, MessageFormat
+from streamwatch.errors import DecodeError
+
+FMT = MessageFormat(max_message_bytes=200, max_stream_id_length=8)
+
+
+def test_decodes_a_reading() -> None:
+    assert FMT.decode(b'{"stream":"a","ts":1.5,"value":-3}', None, None) == ("a", 1.5, -3.0)
+
+
+def test_timestamp_falls_back_to_record_time() -> None:
+    assert FMT.decode(b'{"stream":"a","value":1}', None, 99.0) == ("a", 99.0, 1.0)
+
+
+def test_stream_from_key() -> None:
+    fmt = MessageFormat(stream_from_key=True)
+    assert fmt.decode(b'{"value":1,"ts":2}', b"k1", None) == ("k1", 2.0, 1.0)
+    with pytest.raises(DecodeError) as err:
+        fmt.decode(b'{"value":1,"ts":2}', None, None)
+    assert err.value.reason == "missing_stream"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "bad_utf8"),
+        (b"{not json", "bad_json"),
+        (b'{"stream":"a","value":NaN}', "bad_json"),
+        (b'{"stream":"a","value":-Infinity}', "bad_json"),
+        (b"[1,2]", "not_object"),
+        (None, "not_object"),
+        (b'{"value":1}', "missing_stream"),
+        (b'{"stream":5,"value":1}', "bad_stream"),
+        (b'{"stream":"","value":1}', "bad_stream"),
+        (b'{"stream":"waytoolongid","value":1}', "bad_stream"),
+        (b'{"stream":"a","ts":1}', "missing_value"),
+        (b'{"stream":"a","ts":1,"value":"3"}', "bad_value"),
+        (b'{"stream":"a","ts":1,"value":true}', "bad_value"),
+        (b'{"stream":"a","ts":1,"value":1e400}', "non_finite"),
+        (b'{"stream":"a","value":' + b"9" * 400 + b"}", "too_large"),
+        (b'{"stream":"a","value":1,"ts":"yesterday"}', "bad_timestamp"),
+        (b'{"stream":"a","value":1}', "bad_timestamp"),  # no ts and no record time
+    ],
+)
+def test_rejects_with_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        FMT.decode(raw, None, None)
+    assert err.value.reason == reason
+    assert reason in REASONS
+
+
+def test_huge_integer_is_non_finite() -> None:
+    fmt = MessageFormat()
+    with pytest.raises(DecodeError) as err:
+        fmt.decode(b'{"stream":"a","ts":1,"value":' + b"9" * 400 + b"}", None, None)
+    assert err.value.reason == "non_finite"
+
+
+def test_encode_round_trips() -> None:
+    fmt = MessageFormat()
+    assert fmt.decode(fmt.encode("s1", 12.25, 0.1), None, None) == ("s1", 12.25, 0.1)

@@ -1,0 +1,134 @@
+"""The run loop against in-memory twins of the Kafka edges (the real broker: integration/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from streamwatch.codec import MessageFormat
+from streamwatch.config import parse
+from streamwatch.daemon import Daemon
+from streamwatch.engine import Engine
+from streamwatch.metrics import Metrics
+from streamwatch.model import load_model
+from streamwatch.records import Record
+from streamwatch.scoring import Scorer
+from streamwatch.sinks.memory import MemorySink
+from streamwatch.sources.memory import MemorySource
+from streamwatch.state import StateStore
+
+
+def _records(n_streams: int = 5, length: int = 400, spike_at: int = 300) -> list[Record]:
+    fmt = MessageFormat()
+    t = np.arange(length)
+    out = []
+    offset = {0: 0, 1: 0}
+    for i in range(length):
+        for s in range(n_streams):
+            x = 100.0 * (s + 1) + 20.0 * np.sin(2 * np.pi * t[i] / 288 + s) + 0.1 * np.cos(i * 1.7)
+            if i == spike_at and s % 2 == 0:
+                x += 200.0 * (s + 1)
+            part = s % 2
+            out.append(
+                Record(
+                    "in",
+                    part,
+                    offset[part],
+                    1_700_000_000_000 + i * 300_000,
+                    f"s{s}".encode(),
+                    fmt.encode(f"s{s}", 1.7e9 + i * 300.0, float(x)),
+                )
+            )
+            offset[part] += 1
+    return out
+
+
+def _daemon(
+    model_dir: Path, records: list[Record]
+) -> tuple[Daemon, MemorySource, MemorySink, CollectorRegistry]:
+    cfg = parse(
+        {
+            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
+            "model": {"path": str(model_dir)},
+            "scoring": {"warmup": 50},
+        }
+    )
+    model = load_model(model_dir)
+    engine = Engine(
+        model,
+        model.spec.normalization,
+        StateStore(model.spec.state_size),
+        Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
+    )
+    source, sink, registry = MemorySource(records, batch_size=97), MemorySink(), CollectorRegistry()
+    daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
+    return daemon, source, sink, registry
+
+
+def test_spikes_become_anomaly_events(model_dir: Path) -> None:
+    records = _records()
+    daemon, source, sink, registry = _daemon(model_dir, records)
+    while daemon.run_once():
+        pass
+    events = [json.loads(m.value) for m in sink.topic("anomalies")]
+    flagged = {(e["stream"], e["ts"]) for e in events}
+    spike_ts = 1.7e9 + 300 * 300.0
+    assert {("s0", spike_ts), ("s2", spike_ts), ("s4", spike_ts)} <= flagged
+    assert len(events) <= 30  # few flags beyond the spikes on a clean sine
+    event = next(e for e in events if e["stream"] == "s0" and e["ts"] == spike_ts)
+    assert event["score"] >= event["threshold"] == 6.0
+    assert event["model"] == "lstm" and event["topic"] == "in" and event["partition"] == 0
+    assert sink.topic("anomalies")[0].key == events[0]["stream"].encode()
+    assert source.committed == {("in", 0): 1200, ("in", 1): 800}
+    assert registry.get_sample_value("streamwatch_records_consumed_total") == len(records)
+    assert registry.get_sample_value("streamwatch_anomalies_total") == len(events)
+    assert registry.get_sample_value("streamwatch_active_streams") == 5
+
+
+def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
+    good = _records(n_streams=1, length=3)
+    bad = [
+        Record("in", 0, 10, 0, b"k", b"{oops", [("trace", b"1")]),
+        Record("in", 0, 11, 0, None, b'{"stream":"a","ts":1,"value":NaN}'),
+        Record("in", 1, 12, 0, None, b'{"stream":"a","ts":1}'),
+    ]
+    daemon, source, sink, registry = _daemon(model_dir, good + bad)
+    daemon.run_once()
+    dead = sink.topic("streamwatch-dead-letters")
+    assert [dict(m.headers)["streamwatch.reason"] for m in dead] == [
+        b"bad_json",
+        b"bad_json",
+        b"missing_value",
+    ]
+    first = dict(dead[0].headers)
+    assert dead[0].key == b"k" and dead[0].value == b"{oops"
+    assert first["trace"] == b"1" and first["streamwatch.offset"] == b"10"
+    assert first["streamwatch.partition"] == b"0" and first["streamwatch.topic"] == b"in"
+    assert registry.get_sample_value("streamwatch_dead_letters_total", {"reason": "bad_json"}) == 2
+    assert source.committed[("in", 0)] == 12  # dead letters are consumed, not lost
+    assert source.committed[("in", 1)] == 13
+
+
+def test_commit_happens_after_flush(model_dir: Path) -> None:
+    records = _records(n_streams=2, length=200, spike_at=150)
+
+    class CheckingSource(MemorySource):
+        def commit(self, offsets):  # type: ignore[no-untyped-def]
+            assert not sink.pending, "offsets committed before outputs were acknowledged"
+            super().commit(offsets)
+
+    daemon, _, sink, _ = _daemon(model_dir, [])
+    daemon.source = CheckingSource(records, batch_size=50)
+    while daemon.run_once():
+        pass
+    assert sink.flushes >= 8
+    assert daemon.source.committed[("in", 0)] == 200
+
+
+def test_run_stops_and_closes(model_dir: Path) -> None:
+    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon.run(max_polls=5)
+    assert source.closed

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamwatch.engine import Engine, waves
+from streamwatch.model import load_model
+from streamwatch.normalize import Normalizer
+from streamwatch.scoring import Scorer
+from streamwatch.state import StateStore
+
+
+def _engine(model_dir: Path, max_rows: int = 512, max_streams: int = 10_000) -> Engine:
+    model = load_model(model_dir)
+    return Engine(
+        model,
+        model.spec.normalization,
+        StateStore(model.spec.state_size, capacity=4, max_streams=max_streams),
+        Scorer(threshold=6.0, warmup=20),
+        max_rows=max_rows,
+    )
+
+
+def test_waves_keep_each_streams_order() -> None:
+    rng = np.random.default_rng(0)
+    slots = rng.integers(0, 30, 500)
+    seen: dict[int, list[int]] = {}
+    for wave in waves(slots):
+        assert len(set(slots[wave].tolist())) == len(wave)  # a slot at most once per wave
+        for pos in wave.tolist():
+            seen.setdefault(int(slots[pos]), []).append(pos)
+    assert sorted(p for ps in seen.values() for p in ps) == list(range(500))
+    assert all(ps == sorted(ps) for ps in seen.values())
+
+
+def test_batched_equals_one_reading_at_a_time(model_dir: Path) -> None:
+    """Any batching of the same readings gives the same verdicts: waves lose no step."""
+    rng = np.random.default_rng(1)
+    streams = [f"s{i}" for i in rng.integers(0, 7, 400)]
+    values = rng.normal(100.0, 5.0, 400)
+    one = _engine(model_dir)
+    single = [
+        one.process([s], np.array([v]), now=0.0) for s, v in zip(streams, values, strict=True)
+    ]
+    batched = _engine(model_dir, max_rows=3).process(streams, values, now=0.0)
+    np.testing.assert_allclose(
+        batched.prediction[1:], [v.prediction[0] for v in single][1:], rtol=1e-12, equal_nan=True
+    )
+    np.testing.assert_allclose(batched.score, [v.score[0] for v in single], rtol=1e-12)
+
+
+def test_flags_a_spike_after_warmup(model_dir: Path) -> None:
+    engine = _engine(model_dir)
+    t = np.arange(600)
+    x = 50.0 + 10.0 * np.sin(2 * np.pi * t / 288) + np.random.default_rng(2).normal(0, 0.2, 600)
+    x[500] += 40.0
+    flags = np.array([engine.process(["a"], x[i : i + 1], 0.0).anomaly[0] for i in range(600)])
+    assert flags[500]
+    assert flags[:21].sum() == 0  # warm-up
+
+
+def test_state_store_evicts_least_recent_at_capacity(model_dir: Path) -> None:
+    engine = _engine(model_dir, max_streams=100)
+    for i in range(250):
+        engine.process([f"s{i}"], np.array([1.0]), now=float(i))
+    assert len(engine.store) <= 100
+    assert engine.store.evicted_lru >= 150
+    assert "s249" in engine.store.index and "s0" not in engine.store.index
+
+
+def test_idle_streams_are_evicted() -> None:
+    store = StateStore(state_size=2)
+    store.assign(["a", "b"], now=0.0)
+    store.assign(["b"], now=50.0)
+    assert store.evict_idle(now=100.0, ttl=60.0) == 1
+    assert list(store.index) == ["b"]
+
+
+def test_normalizer_resists_outliers() -> None:
+    norm = Normalizer(window=100, clip=4.0, warmup=10)
+    stats = norm.new_stats(1)
+    for x in np.random.default_rng(3).normal(10.0, 1.0, 300):
+        norm.update(stats, np.array([x]))
+    mean_before = stats[0, 1]
+    norm.update(stats, np.array([1e9]))
+    assert abs(stats[0, 1] - mean_before) < 0.1  # one huge outlier moves it by <= clip*std/W
+
+
+def test_normalizer_sequence_matches_online_updates() -> None:
+    norm = Normalizer(window=50, warmup=5)
+    x = np.random.default_rng(4).normal(0, 3, (3, 120))
+    inputs, targets = norm.sequence(x)
+    stats = norm.new_stats(3)
+    for t in range(120):
+        np.testing.assert_allclose(inputs[:, t], norm.update(stats, x[:, t]), rtol=1e-6)
+    assert np.isnan(targets[:, -1]).all()
+
+
+@pytest.mark.parametrize("bad", [{"window": 1}, {"clip": 0}, {"warmup": 1}])
+def test_normalizer_validates(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="normalization"):
+        Normalizer(**bad)  # type: ignore[arg-type]
