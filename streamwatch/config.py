@@ -72,7 +72,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ScoringConfig:
     threshold: float = 6.0
-    warmup: int = 100
+    warmup: int = 300
 
     def check(self, path: str) -> None:
         _positive(path, "threshold", self.threshold)

@@ -23,7 +23,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Scorer:
     threshold: float = 6.0  # in forecast-scale units
-    warmup: int = 100  # readings per stream before it can be flagged
+    warmup: int = 300  # readings per stream before it can be flagged
 
     def score(self, x: np.ndarray, prediction: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Deviation in scale units; 0 where the stream had no forecast yet."""

@@ -1,0 +1,44 @@
+# streamwatch: the two commands of the quick start are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint pytest demo kafka-start kafka-stop kafka-status clean
+
+# The venv is rebuilt when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The whole suite: lint, type check, unit tests and the tests against a real local Kafka.
+test: venv
+	$(BIN)/python deploy/kafka/localkafka.py fetch
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check streamwatch tests deploy bench
+	$(BIN)/ruff format --check streamwatch tests deploy bench
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/python -m pytest
+
+# Broker, model, daemon and live anomalies on this machine; Ctrl-C stops it all.
+demo: venv
+	$(BIN)/python deploy/demo.py
+
+kafka-start: venv
+	$(BIN)/python deploy/kafka/localkafka.py start
+kafka-stop:
+	$(PYTHON) deploy/kafka/localkafka.py stop
+kafka-status:
+	$(PYTHON) deploy/kafka/localkafka.py status
+
+clean:
+	rm -rf $(VENV) .demo deploy/kafka/.run .pytest_cache .ruff_cache .mypy_cache
