@@ -50,3 +50,26 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "model"
     train_artifact(series, TrainConfig(hidden_size=16, epochs=8, seed=3), out)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Say how many tests ran against the real broker; a skipped one fails the run, so that a
+    broker that could not start never passes as green."""
+    stats = terminalreporter.stats
+    kafka = {
+        outcome: [r for r in stats.get(outcome, []) if "kafka" in getattr(r, "keywords", {})]
+        for outcome in ("passed", "failed", "skipped", "error")
+    }
+    terminalreporter.write_line(
+        f"real-Kafka tests: {len(kafka['passed'])} passed, {len(kafka['failed'])} failed, "
+        f"{len(kafka['skipped'])} skipped"
+    )
+    if kafka["skipped"]:
+        terminalreporter.write_line("real-Kafka tests were skipped: failing the run")
+        terminalreporter._session.exitstatus = pytest.ExitCode.TESTS_FAILED
