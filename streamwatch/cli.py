@@ -105,41 +105,64 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         from streamwatch.train.data import DataError, load_series
-        from streamwatch.train.fit import TrainConfig, train_artifact
+        from streamwatch.train.fit import train_artifact
+        from streamwatch.train.job import load_job
     except ImportError as exc:
         print(
             f"streamwatch train needs the 'train' extra (pip install 'streamwatch[train]'): {exc}",
             file=sys.stderr,
         )
         return 2
+    overrides = {
+        "data.paths": args.data,
+        "data.target": args.target,
+        "out": args.out,
+        "data.covariates": True if args.covariates else None,
+    }
+    overrides.update({f"train.{key}": getattr(args, key) for key in _TRAIN_FLAGS})
     try:
-        cfg = TrainConfig(
-            name=args.name,
-            hidden_size=args.hidden_size,
-            layers=args.layers,
-            dropout=args.dropout,
-            epochs=args.epochs,
-            batch_streams=args.batch_streams,
-            window=args.window,
-            lr=args.lr,
-            val_fraction=args.val_fraction,
-            patience=args.patience,
-            seed=args.seed,
-            device=args.device,
-        )
-        series = load_series(args.data, target=args.target)
-    except (ValueError, DataError) as exc:
+        job = load_job(args.config, overrides)
+    except ConfigError as exc:
+        print(f"streamwatch train: bad training config: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
+    try:
+        series = load_series(job.data.paths, target=job.data.target, covariates=job.data.covariates)
+    except DataError as exc:
         print(f"streamwatch train: {exc}", file=sys.stderr)
+        return 2
+    if not series:
+        print("streamwatch train: the data files hold no readings", file=sys.stderr)
         return 2
     log.info(
         "loaded %d streams (%d readings) from %d file(s)",
         len(series),
         sum(len(v) for v in series.values()),
-        len(args.data),
+        len(job.data.paths),
     )
-    spec = train_artifact(series, cfg, args.out)
-    print(f"model written to {args.out} (version {spec.version})")
+    try:
+        spec = train_artifact(series, job.train, job.out)
+    except ValueError as exc:
+        print(f"streamwatch train: {exc}", file=sys.stderr)
+        return 2
+    print(f"model written to {job.out} (version {spec.version})")
     return 0
+
+
+# flags of `train` that override keys of the job's `train:` section
+_TRAIN_FLAGS = (
+    "name",
+    "hidden_size",
+    "layers",
+    "dropout",
+    "epochs",
+    "batch_streams",
+    "window",
+    "lr",
+    "val_fraction",
+    "patience",
+    "seed",
+    "device",
+)
 
 
 # -- model show --------------------------------------------------------------------------------
@@ -214,6 +237,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("model refused: %s", exc)
         return 1
     spec = model.spec
+    if len(spec.features) > 1:
+        # Covariates would have to come from message fields; the input mapping has none yet.
+        log.error(
+            "model.path: model %s takes covariates %s, which the daemon cannot read from "
+            "messages yet; serve a univariate model",
+            spec.name,
+            ", ".join(spec.features[1:]),
+        )
+        return ConfigError.exit_code
     log.info(
         "model %s version %s (LSTM %dx%d)", spec.name, spec.version, spec.layers, spec.hidden_size
     )
@@ -224,7 +256,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     engine = Engine(
         model,
-        spec.normalization,
         StateStore(spec.state_size, max_streams=cfg.state.max_streams),
         Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
         max_rows=cfg.model.max_rows,
@@ -282,22 +313,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress-every", type=int, default=0, metavar="N")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="fit an LSTM forecaster and export an ONNX artifact")
-    t.add_argument("--data", nargs="+", required=True, help=".csv, .jsonl or .npy files")
-    t.add_argument("--out", required=True, help="artifact directory to write")
-    t.add_argument("--name", default="lstm")
-    t.add_argument("--target", type=int, default=0, help="target column of .npy files")
-    t.add_argument("--hidden-size", type=int, default=32)
-    t.add_argument("--layers", type=int, default=1)
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-streams", type=int, default=64)
-    t.add_argument("--window", type=int, default=128, help="truncated-BPTT window, in steps")
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--val-fraction", type=float, default=0.2)
-    t.add_argument("--patience", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t = sub.add_parser(
+        "train",
+        help="fit an LSTM forecaster and export an ONNX artifact",
+        description="Flags override the YAML job given with --config.",
+    )
+    t.add_argument("--config", help="YAML training job (data, out, train)")
+    t.add_argument("--data", nargs="+", help=".csv, .jsonl or .npy files")
+    t.add_argument("--out", help="artifact directory to write")
+    t.add_argument("--target", type=int, help="target column of .npy files (default 0)")
+    t.add_argument(
+        "--covariates", action="store_true", help=".npy: use the other columns as covariates"
+    )
+    t.add_argument("--name", help="model name (default lstm)")
+    t.add_argument("--hidden-size", type=int, help="default 32")
+    t.add_argument("--layers", type=int, help="default 1")
+    t.add_argument("--dropout", type=float, help="between LSTM layers (default 0)")
+    t.add_argument("--epochs", type=int, help="default 30")
+    t.add_argument("--batch-streams", type=int, help="streams per mini-batch (default 64)")
+    t.add_argument("--window", type=int, help="truncated-BPTT window in steps (default 128)")
+    t.add_argument("--lr", type=float, help="default 3e-3, halved on plateaus")
+    t.add_argument("--val-fraction", type=float, help="time-ordered hold-out (default 0.2)")
+    t.add_argument("--patience", type=int, help="early-stopping epochs (default 5)")
+    t.add_argument("--seed", type=int, help="default 0")
+    t.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("model", help="inspect model artifacts")

@@ -140,7 +140,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp``; dataclasses recurse."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)  # type: ignore[arg-type]
+        return build(tp, value, path)  # type: ignore[arg-type]
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -162,7 +162,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
+def build(cls: type, data: Any, path: str) -> Any:
+    """A frozen dataclass ``cls`` from a mapping, strictly: unknown keys, missing required
+    keys and wrong types raise ConfigError naming the key path under ``path``."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -179,7 +181,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
             kwargs[name] = _convert(hints[name], data[name], key_path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(key_path, "required key is missing")
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a dataclass's own __post_init__ validation
+        raise ConfigError(path, str(exc)) from None
     check = getattr(obj, "check", None)
     if check is not None:
         check(path)
@@ -187,12 +192,16 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def parse(data: Any) -> Config:
-    result: Config = _build(Config, data, "")
+    result: Config = build(Config, data, "")
     return result
 
 
 def load(path: Path | str) -> Config:
     """Read and validate a YAML config file."""
+    return parse(read_yaml(path))
+
+
+def read_yaml(path: Path | str) -> Any:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -202,4 +211,4 @@ def load(path: Path | str) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML ({exc})") from None
-    return parse(data)
+    return data

@@ -18,12 +18,15 @@ from typing import Protocol
 
 import numpy as np
 
-from streamwatch.normalize import COUNT, Normalizer
+from streamwatch.model.artifact import ModelSpec
+from streamwatch.normalize import COUNT
 from streamwatch.scoring import Scorer
 from streamwatch.state import StateStore
 
 
 class StepModel(Protocol):
+    spec: ModelSpec
+
     def step(
         self, x: np.ndarray, state: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -61,21 +64,32 @@ def waves(slots: np.ndarray) -> list[np.ndarray]:
 
 class Engine:
     def __init__(
-        self,
-        model: StepModel,
-        normalizer: Normalizer,
-        store: StateStore,
-        scorer: Scorer,
-        max_rows: int = 512,
+        self, model: StepModel, store: StateStore, scorer: Scorer, max_rows: int = 512
     ) -> None:
-        self.model, self.normalizer, self.store, self.scorer = model, normalizer, store, scorer
+        self.model, self.store, self.scorer = model, store, scorer
+        self.normalizer = model.spec.normalization
+        self.n_features = len(model.spec.features)
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
 
-    def process(self, stream_ids: list[str], values: np.ndarray, now: float) -> Verdicts:
+    def process(
+        self,
+        stream_ids: list[str],
+        values: np.ndarray,
+        now: float,
+        covariates: np.ndarray | None = None,
+    ) -> Verdicts:
+        """Step each reading through its stream's state; ``covariates`` is (n, features - 1)
+        for models that take them."""
         n = len(stream_ids)
         values = np.asarray(values, np.float64)
+        n_cov = self.n_features - 1
+        if n_cov and (covariates is None or covariates.shape != (n, n_cov)):
+            raise ValueError(f"this model takes {n_cov} covariates per reading")
+        x = np.empty((n, 1 + n_cov), np.float32)
+        if n_cov:
+            x[:, 1:] = covariates
         out = Verdicts(
             prediction=np.empty(n),
             scale=np.empty(n),
@@ -86,17 +100,25 @@ class Engine:
         slots = self.store.assign(stream_ids, now)
         for wave in waves(slots):
             for start in range(0, len(wave), self.max_rows):
-                self._step(wave[start : start + self.max_rows], slots, values, out)
+                self._step(wave[start : start + self.max_rows], slots, values, x, out)
         return out
 
-    def _step(self, pos: np.ndarray, slots: np.ndarray, values: np.ndarray, out: Verdicts) -> None:
+    def _step(
+        self,
+        pos: np.ndarray,
+        slots: np.ndarray,
+        values: np.ndarray,
+        inputs: np.ndarray,
+        out: Verdicts,
+    ) -> None:
         store, s, x = self.store, slots[pos], values[pos]
         prediction, scale = store.pred[s, 0], store.pred[s, 1]
         score = self.scorer.score(x, prediction, scale)
         stats = store.norm[s]  # a gathered copy, written back below
-        z = self.normalizer.update(stats, x)
+        x_in = inputs[pos]
+        x_in[:, 0] = self.normalizer.update(stats, x)
         t0 = time.perf_counter()
-        mu, sigma, new_state = self.model.step(z[:, None].astype(np.float32), store.state[s])
+        mu, sigma, new_state = self.model.step(x_in, store.state[s])
         self.model_seconds += time.perf_counter() - t0
         self.model_calls += 1
         store.state[s] = new_state

@@ -7,6 +7,8 @@ Formats, chosen by suffix:
   own stream, named ``<stream>/<column>``.  Without a stream column the file stem is the stream.
 - ``.jsonl`` / ``.json``: one message per line, in the same shape the daemon consumes.
 - ``.npy``: a (rows, features) array; ``target`` picks the column; the file stem is the stream.
+  With ``covariates=True`` the other columns come along as covariates (known at each step,
+  as the command columns of the MSL telemetry), giving (rows, 1 + covariates) series.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ class DataError(ValueError):
     """A training file cannot be read; the message names the file and line."""
 
 
-def load_series(paths: Iterable[Path | str], target: int = 0) -> dict[str, np.ndarray]:
+def load_series(
+    paths: Iterable[Path | str], target: int = 0, covariates: bool = False
+) -> dict[str, np.ndarray]:
+    """Stream -> (time,) readings, or (time, 1 + covariates) with ``covariates``."""
     series: dict[str, list[float]] = defaultdict(list)
+    arrays: dict[str, list[np.ndarray]] = defaultdict(list)
     for raw in paths:
         path = Path(raw)
         if not path.is_file():
@@ -46,10 +52,22 @@ def load_series(paths: Iterable[Path | str], target: int = 0) -> dict[str, np.nd
                 arr = arr[:, None]
             if arr.ndim != 2 or not 0 <= target < arr.shape[1]:
                 raise DataError(f"{path}: shape {arr.shape} has no target column {target}")
-            series[path.stem].extend(arr[:, target].astype(np.float64).tolist())
+            order = [target] + [c for c in range(arr.shape[1]) if c != target]
+            cols = order if covariates else [target]
+            arrays[path.stem].append(arr[:, cols].astype(np.float64))
         else:
             raise DataError(f"{path}: unknown format {suffix!r} (use .csv, .jsonl or .npy)")
+    if covariates and series:
+        raise DataError("covariates come from .npy files only; CSV and JSON lines are univariate")
     out = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
+    for k, parts in arrays.items():
+        if k in out:
+            raise DataError(f"stream {k!r} appears in both .npy and other files")
+        widths = {p.shape[1] for p in parts}
+        if len(widths) != 1:
+            raise DataError(f"stream {k!r}: .npy files disagree on columns {sorted(widths)}")
+        joined = np.concatenate(parts)
+        out[k] = joined if covariates else joined[:, 0]
     for name, values in out.items():
         if not np.all(np.isfinite(values)):
             raise DataError(f"stream {name!r}: non-finite values in training data")

@@ -68,25 +68,35 @@ class TrainConfig:
 
 @dataclass
 class _Prepared:
-    inputs: torch.Tensor  # (streams, time, 1)
+    inputs: torch.Tensor  # (streams, time, features): z of the target, then covariates
     targets: torch.Tensor  # (streams, time, 1), NaN where no target
     train_mask: torch.Tensor  # (streams, time) bool
     val_mask: torch.Tensor
     train_end: int  # no training target lies at or after this time index
 
 
+def n_covariates(series: dict[str, np.ndarray]) -> int:
+    """Series are (time,) or (time, 1 + covariates); all streams must agree."""
+    widths = {1 if v.ndim == 1 else v.shape[1] for v in series.values()}
+    if len(widths) != 1:
+        raise ValueError(f"streams disagree on their number of columns: {sorted(widths)}")
+    return widths.pop() - 1
+
+
 def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig) -> _Prepared:
     names = sorted(series)
+    n_cov = n_covariates(series)
     max_len = max(len(series[n]) for n in names)
-    inputs = np.zeros((len(names), max_len), np.float32)
+    inputs = np.zeros((len(names), max_len, 1 + n_cov), np.float32)
     targets = np.full((len(names), max_len), np.nan, np.float32)
     by_length: dict[int, list[int]] = {}
     for i, n in enumerate(names):
         by_length.setdefault(len(series[n]), []).append(i)
     for length, rows in by_length.items():
-        x = np.stack([series[names[i]] for i in rows])
-        z_in, z_tg = cfg.normalization.sequence(x)
-        inputs[rows, :length], targets[rows, :length] = z_in, z_tg
+        x = np.stack([series[names[i]].reshape(length, -1) for i in rows])  # (rows, T, F)
+        z_in, z_tg = cfg.normalization.sequence(x[:, :, 0])
+        inputs[rows, :length, 0], targets[rows, :length] = z_in, z_tg
+        inputs[rows, :length, 1:] = x[:, :, 1:]  # covariates enter as they are
     lengths = np.array([len(series[n]) for n in names])
     cut = np.floor(lengths * (1.0 - cfg.val_fraction)).astype(int)
     t = np.arange(max_len)[None, :]
@@ -98,7 +108,7 @@ def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig) -> _Prepared:
     if not train_mask.any() or not val_mask.any():
         raise ValueError("training data too short: no steps left for training or validation")
     return _Prepared(
-        torch.from_numpy(inputs)[..., None],
+        torch.from_numpy(inputs),
         torch.from_numpy(targets)[..., None],
         torch.from_numpy(train_mask),
         torch.from_numpy(val_mask),
@@ -149,12 +159,14 @@ def fit(series: dict[str, np.ndarray], cfg: TrainConfig) -> tuple[Forecaster, di
     )
     data = _prepare(series, cfg)
     n_streams = data.inputs.shape[0]
-    model = Forecaster(1, 1, cfg.hidden_size, cfg.layers, cfg.dropout).to(device)
+    n_features = data.inputs.shape[2]
+    model = Forecaster(n_features, 1, cfg.hidden_size, cfg.layers, cfg.dropout).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     log.info(
-        "training on %d streams, %d training and %d validation steps, device %s",
+        "training on %d streams (%d covariates), %d training and %d validation steps, device %s",
         n_streams,
+        n_features - 1,
         int(data.train_mask.sum()),
         int(data.val_mask.sum()),
         device,
@@ -221,9 +233,15 @@ def fit(series: dict[str, np.ndarray], cfg: TrainConfig) -> tuple[Forecaster, di
 
 
 def train_artifact(
-    series: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path | str
+    series: dict[str, np.ndarray],
+    cfg: TrainConfig,
+    out_dir: Path | str,
+    feature_names: tuple[str, ...] | None = None,
 ) -> ModelSpec:
-    """Fit, export, calibrate and write ``out_dir``; return the written spec."""
+    """Fit, export, calibrate and write ``out_dir``; return the written spec.
+
+    ``feature_names`` names the target then each covariate (default: value, covariate_1, ...).
+    """
     model, metrics = fit(series, cfg)
     onnx_bytes = export_onnx(model)
     digest = sha256_bytes(onnx_bytes)
@@ -236,11 +254,15 @@ def train_artifact(
     history = metrics.pop("history")
     train_cfg = asdict(cfg)
     train_cfg.pop("normalization")
+    if feature_names is None:
+        feature_names = ("value", *(f"covariate_{i}" for i in range(1, model.n_features)))
+    if len(feature_names) != model.n_features:
+        raise ValueError(f"{len(feature_names)} feature names for {model.n_features} features")
     spec = ModelSpec(
         name=cfg.name,
         version=f"{created:%Y%m%d%H%M%S}-{digest[:8]}",
-        features=("value",),
-        targets=("value",),
+        features=tuple(feature_names),
+        targets=(feature_names[0],),
         layers=cfg.layers,
         hidden_size=cfg.hidden_size,
         normalization=cfg.normalization,

@@ -59,7 +59,6 @@ def _daemon(
     model = load_model(model_dir)
     engine = Engine(
         model,
-        model.spec.normalization,
         StateStore(model.spec.state_size),
         Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
     )

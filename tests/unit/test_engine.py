@@ -16,7 +16,6 @@ def _engine(model_dir: Path, max_rows: int = 512, max_streams: int = 10_000) -> 
     model = load_model(model_dir)
     return Engine(
         model,
-        model.spec.normalization,
         StateStore(model.spec.state_size, capacity=4, max_streams=max_streams),
         Scorer(threshold=6.0, warmup=20),
         max_rows=max_rows,

@@ -18,9 +18,9 @@ from streamwatch.train.fit import TrainConfig, fit
 from streamwatch.train.module import Forecaster, pack_state, unpack_state
 
 
-def _torch_model(layers: int = 2, hidden: int = 12, seed: int = 0) -> Forecaster:
+def _torch_model(layers: int = 2, hidden: int = 12, seed: int = 0, features: int = 1) -> Forecaster:
     torch.manual_seed(seed)
-    return Forecaster(1, 1, hidden, layers).eval()
+    return Forecaster(features, 1, hidden, layers).eval()
 
 
 def _session(model: Forecaster):  # an OnnxForecaster over the exported bytes
@@ -29,10 +29,11 @@ def _session(model: Forecaster):  # an OnnxForecaster over the exported bytes
     from streamwatch.normalize import Normalizer
 
     data = export_onnx(model)
+    features = ("value", *(f"c{i}" for i in range(1, model.n_features)))
     spec = ModelSpec(
         "t",
         "1",
-        ("value",),
+        features,
         ("value",),
         model.layers,
         model.hidden_size,
@@ -42,12 +43,12 @@ def _session(model: Forecaster):  # an OnnxForecaster over the exported bytes
     return OnnxForecaster(spec, data)
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_ort_matches_torch(layers: int) -> None:
-    model = _torch_model(layers)
+@pytest.mark.parametrize(("layers", "features"), [(1, 1), (2, 1), (2, 5)])
+def test_ort_matches_torch(layers: int, features: int) -> None:
+    model = _torch_model(layers, features=features)
     ort_model = _session(model)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 1)).astype(np.float32)
+    x = rng.standard_normal((64, features)).astype(np.float32)
     state = rng.standard_normal((64, 2 * layers * 12)).astype(np.float32)
     mu, sigma, new_state = ort_model.step(x, state)
     with torch.no_grad():
