@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint pytest demo kafka-start kafka-stop kafka-status clean
+.PHONY: venv test lint pytest demo example-model kafka-start kafka-stop kafka-status clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,6 +33,13 @@ pytest: venv
 demo: venv
 	$(BIN)/python deploy/demo.py
 
+# Rebuild the shipped example model from synthetic data (see models/example/MODEL_CARD.md).
+example-model: venv
+	mkdir -p .build
+	$(BIN)/streamwatch generate --streams 200 --length 4032 --anomalies-per-stream 0 --seed 1 \
+		--out .build/example-history.csv
+	$(BIN)/streamwatch train --config models/example.train.yaml
+
 kafka-start: venv
 	$(BIN)/python deploy/kafka/localkafka.py start
 kafka-stop:
@@ -41,4 +48,4 @@ kafka-status:
 	$(PYTHON) deploy/kafka/localkafka.py status
 
 clean:
-	rm -rf $(VENV) .demo deploy/kafka/.run .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .build .demo deploy/kafka/.run .pytest_cache .ruff_cache .mypy_cache

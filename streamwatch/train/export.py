@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from streamwatch.model.artifact import (
@@ -116,3 +117,24 @@ def export_onnx(model: Forecaster) -> bytes:
     proto.ir_version = 8  # readable by onnxruntime >= 1.10
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def forecaster_from_onnx(onnx_bytes: bytes, layers: int, hidden: int) -> Forecaster:
+    """Rebuild the torch module from an exported graph's weights (the inverse of export_onnx),
+    so that a shipped model, which carries no torch checkpoint, can be checked against torch."""
+    proto = onnx.load_from_string(onnx_bytes)
+    w = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    n_t = w["B_head"].shape[0] // 2
+    n_features = w["W0"].shape[0] - hidden
+    model = Forecaster(n_features, n_t, hidden, layers)
+    with torch.no_grad():
+        for layer in range(layers):
+            both = torch.from_numpy(w[f"W{layer}"].T.copy())
+            n_in = both.shape[1] - hidden
+            getattr(model.lstm, f"weight_ih_l{layer}").copy_(both[:, :n_in])
+            getattr(model.lstm, f"weight_hh_l{layer}").copy_(both[:, n_in:])
+            getattr(model.lstm, f"bias_ih_l{layer}").copy_(torch.from_numpy(w[f"B{layer}"].copy()))
+            getattr(model.lstm, f"bias_hh_l{layer}").zero_()
+        model.head.weight.copy_(torch.from_numpy(w["W_head"].T.copy()))
+        model.head.bias.copy_(torch.from_numpy(w["B_head"].copy()))
+    return model.eval()
