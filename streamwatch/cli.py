@@ -104,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from streamwatch.train.data import DataError, load_series
+        from streamwatch.data import DataError, load_series
         from streamwatch.train.fit import train_artifact
         from streamwatch.train.job import load_job
     except ImportError as exc:
@@ -220,7 +220,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamwatch.engine import Engine
     from streamwatch.metrics import Metrics
     from streamwatch.model import load_model
-    from streamwatch.scoring import Scorer
     from streamwatch.sinks.kafka import KafkaSink
     from streamwatch.sources.kafka import KafkaSource
     from streamwatch.state import StateStore
@@ -257,7 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(
         model,
         StateStore(spec.state_size, max_streams=cfg.state.max_streams),
-        Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
+        cfg.scoring.scorer(),
         max_rows=cfg.model.max_rows,
     )
     try:

@@ -4,7 +4,7 @@ Unknown keys are errors: a typo must not silently fall back to a default.
 
 >>> cfg = parse({"kafka": {"bootstrap_servers": "k:9092", "input_topics": ["in"]}})
 >>> cfg.kafka.group_id, cfg.scoring.threshold
-('streamwatch', 6.0)
+('streamwatch', 0.5)
 >>> parse({"kafka": {"bootstrap_servers": "k:9092", "input_topics": ["in"], "grup_id": "x"}})
 Traceback (most recent call last):
 ...
@@ -23,6 +23,7 @@ from typing import Any, Union
 import yaml
 
 from streamwatch.errors import ConfigError
+from streamwatch.scoring import Scorer
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    threshold: float = 6.0
-    warmup: int = 300
+    threshold: float = 0.5  # score in [0, 1]; 0.5 = a one-in-100,000 deviation
+    warmup: int = 300  # readings per stream before it can be flagged
+    short_alpha: float = 0.1
+    long_window: int = 2000
+    learn_anomalies: bool = False
+
+    def scorer(self) -> Scorer:
+        return Scorer(
+            self.threshold, self.warmup, self.short_alpha, self.long_window, self.learn_anomalies
+        )
 
     def check(self, path: str) -> None:
-        _positive(path, "threshold", self.threshold)
-        if self.warmup < 0:
-            raise ConfigError(f"{path}.warmup", "must be >= 0")
+        try:
+            self.scorer()
+        except ValueError as exc:
+            key = str(exc).split(" ", 1)[0].split(".", 1)[-1]
+            raise ConfigError(f"{path}.{key}", str(exc).split(" ", 1)[1]) from None
 
 
 @dataclass(frozen=True)

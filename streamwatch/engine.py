@@ -38,7 +38,7 @@ class Verdicts:
 
     prediction: np.ndarray  # forecast of this reading made at the stream's previous reading
     scale: np.ndarray
-    score: np.ndarray
+    score: np.ndarray  # in [0, 1]; 0 during warm-up
     anomaly: np.ndarray  # bool
     seen: np.ndarray  # readings of the stream so far, this one included
 
@@ -113,7 +113,11 @@ class Engine:
     ) -> None:
         store, s, x = self.store, slots[pos], values[pos]
         prediction, scale = store.pred[s, 0], store.pred[s, 1]
-        score = self.scorer.score(x, prediction, scale)
+        score_stats = store.scores[s]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.abs(x - prediction) / scale  # NaN until the stream has a forecast
+        score, flag = self.scorer.update(score_stats, error)
+        store.scores[s] = score_stats
         stats = store.norm[s]  # a gathered copy, written back below
         x_in = inputs[pos]
         x_in[:, 0] = self.normalizer.update(stats, x)
@@ -128,4 +132,4 @@ class Engine:
         seen = stats[:, COUNT].astype(np.int64)
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score
         out.seen[pos] = seen
-        out.anomaly[pos] = self.scorer.flag(score, seen)
+        out.anomaly[pos] = flag

@@ -1,16 +1,34 @@
-"""Forecast error -> anomaly score -> verdict, vectorised over a batch (pure).
+"""Forecast error -> anomaly score in [0, 1] -> flag, per stream, online, vectorised (pure).
 
-The score of a reading is its distance from the forecast in units of the forecast's own scale,
-``|x - prediction| / scale``: the model says how sure it is at each step, so a volatile
-stretch needs a larger miss than a calm one.  Thresholding is a separate step, and no verdict
-is given while a stream is in warm-up (its LSTM state and statistics are still forming).
+The error of a reading is its miss in units of the model's own predicted scale at that step,
+``e = |x - prediction| / scale``.  Each stream keeps running statistics of its errors, so the
+same model can be loose on a noisy stream and tight on a calm one, and two tests run on them:
 
->>> s = Scorer(threshold=4.0, warmup=2)
->>> score = s.score(np.array([1.0, 9.0, 9.0]), np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0]))
->>> score.tolist()
-[0.0, 8.0, 8.0]
->>> s.flag(score, seen=np.array([5, 5, 1])).tolist()
-[False, True, False]
+- *point*: this reading's error relative to the stream's root-mean-square error, read as a
+  two-sided Gaussian deviation (spikes, sudden breaks);
+- *collective*: the same for a short exponential average of log errors (sustained misfit:
+  level shifts, variance bursts, drift), in the spirit of Numenta's anomaly likelihood, which
+  compares a short-window average of raw scores with their long-window distribution.
+
+Each deviation z becomes a Gaussian tail probability Q(z), and the score is
+``-log10(Q(z)) / 10`` clipped to [0, 1] (so 0.5 means a one-in-100,000 event and 1.0 one in
+10^10), the larger of the two tests.  Scores are comparable across streams and models.
+
+Scoring is separate from thresholding: ``flag`` compares scores with ``threshold`` once the
+stream has left warm-up.  Whether flagged readings update the running statistics is an
+explicit choice (``learn_anomalies``, off by default: an anomaly must not teach the stream that
+anomalies are normal).
+
+>>> scorer = Scorer(threshold=0.5, warmup=50)
+>>> stats = scorer.new_stats(1)
+>>> rng = np.random.default_rng(0)
+>>> errs = np.abs(rng.standard_normal(400))
+>>> scores = [scorer.update(stats, np.array([e]))[0][0] for e in errs]
+>>> float(max(scores)) < 0.5
+True
+>>> score, flag = scorer.update(stats, np.array([12.0]))
+>>> bool(flag[0]), round(float(score[0]), 2)
+(True, 0.97)
 """
 
 from __future__ import annotations
@@ -19,18 +37,77 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Columns of a stream's scoring statistics: readings learned from, the short average of log
+# errors, the mean squared error, and the mean and variance of the short average.
+SEEN, SHORT, MSQ_E, MEAN_S, VAR_S = range(5)
+N_STATS = 5
+
+_LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
+_LN10 = np.log(10.0)
+_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def tail_score(z: np.ndarray) -> np.ndarray:
+    """``-log10(Q(z)) / 10`` in [0, 1], where Q is the standard normal upper tail.
+
+    Uses Borjesson and Sundberg's approximation of Q (relative error < 0.3 % for z >= 0),
+    which, unlike 1 - Phi(z), keeps its precision far into the tail.
+
+    >>> [round(float(s), 3) for s in tail_score(np.array([-1.0, 0.0, 4.265, 6.361, 9.0]))]
+    [0.03, 0.03, 0.5, 1.0, 1.0]
+    """
+    z = np.maximum(z, 0.0)
+    log_q = -0.5 * z * z - _HALF_LOG_2PI - np.log(0.661 * z + 0.339 * np.sqrt(z * z + 5.51))
+    return np.clip(-log_q / (10.0 * _LN10), 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class Scorer:
-    threshold: float = 6.0  # in forecast-scale units
-    warmup: int = 300  # readings per stream before it can be flagged
+    threshold: float = 0.5  # on the score; 0.5 = a one-in-100,000 deviation
+    warmup: int = 300  # scored readings per stream before it can be flagged
+    short_alpha: float = 0.1  # weight of a new log error in the collective test's average
+    long_window: int = 2000  # readings of memory for the stream's error statistics
+    learn_anomalies: bool = False  # do flagged readings update the statistics?
 
-    def score(self, x: np.ndarray, prediction: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """Deviation in scale units; 0 where the stream had no forecast yet."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.abs(x - prediction) / scale
-        return np.nan_to_num(score, nan=0.0, posinf=np.finfo(np.float64).max)
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("scoring.threshold must be in (0, 1]")
+        if not 0.0 < self.short_alpha <= 1.0:
+            raise ValueError("scoring.short_alpha must be in (0, 1]")
+        if self.long_window < 2:
+            raise ValueError("scoring.long_window must be >= 2")
+        if self.warmup < 0:
+            raise ValueError("scoring.warmup must be >= 0")
 
-    def flag(self, score: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        """``seen`` counts the stream's readings including this one."""
-        return (score >= self.threshold) & (seen > self.warmup)
+    @staticmethod
+    def new_stats(n: int) -> np.ndarray:
+        return np.zeros((n, N_STATS), np.float64)
+
+    def update(self, stats: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score standardised errors (NaN: no forecast yet) and fold them into ``stats``
+        (one row per error, updated in place).  Returns (score, flag)."""
+        valid = np.isfinite(error)
+        e = np.where(valid, error, 0.0)
+        log_e = np.log(e + _LOG_EPS)
+        seen = stats[:, SEEN]
+        first = seen == 0
+        short = np.where(
+            first, log_e, stats[:, SHORT] + self.short_alpha * (log_e - stats[:, SHORT])
+        )
+        # |N(0,1)| exceeds e with probability 2 Q(e) = Q(e) * 10^(log10 2): shift the score
+        rms = np.sqrt(stats[:, MSQ_E] + 1e-12)
+        point = np.clip(tail_score(e / rms) - np.log10(2.0) / 10.0, 0.0, 1.0)
+        z_short = (short - stats[:, MEAN_S]) / np.sqrt(stats[:, VAR_S] + 1e-12)
+        ready = valid & (seen >= self.warmup)
+        score = np.where(ready, np.maximum(point, tail_score(z_short)), 0.0)
+        flag = ready & (score >= self.threshold)
+        learn = valid & (~flag | self.learn_anomalies)
+        n = seen + learn
+        alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
+        stats[:, MSQ_E] += alpha * (e * e - stats[:, MSQ_E])
+        d = short - stats[:, MEAN_S]
+        stats[:, MEAN_S] += alpha * d
+        stats[:, VAR_S] = (1.0 - alpha) * (stats[:, VAR_S] + alpha * d * d)
+        stats[:, SHORT] = np.where(valid, short, stats[:, SHORT])
+        stats[:, SEEN] = n
+        return score, flag

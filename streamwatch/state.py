@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamwatch.normalize import Normalizer
+from streamwatch.scoring import N_STATS
 
 
 class StateStore:
@@ -40,18 +41,20 @@ class StateStore:
         self.state = np.zeros((capacity, self.state_size), np.float32)
         self.norm = Normalizer.new_stats(capacity)
         self.pred = np.full((capacity, 2), np.nan)  # forecast (raw units) and its scale
+        self.scores = np.zeros((capacity, N_STATS))  # the scorer's per-stream statistics
         self.last_seen = np.zeros(capacity)  # wall-clock seconds, from the injected clock
 
     def __len__(self) -> int:
         return len(self.index)
 
     def nbytes(self) -> int:
-        return self.state.nbytes + self.norm.nbytes + self.pred.nbytes + self.last_seen.nbytes
+        arrays = (self.state, self.norm, self.pred, self.scores, self.last_seen)
+        return sum(a.nbytes for a in arrays)
 
     def _grow(self) -> None:
         old = self.capacity
         new = min(old * 2, self.max_streams)
-        for name in ("state", "norm", "pred", "last_seen"):
+        for name in ("state", "norm", "pred", "scores", "last_seen"):
             arr = getattr(self, name)
             grown = np.empty((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
@@ -64,6 +67,7 @@ class StateStore:
         self.state[slot] = 0.0
         self.norm[slot] = 0.0
         self.pred[slot] = np.nan
+        self.scores[slot] = 0.0
 
     def _release(self, slot: int) -> None:
         stream = self.ids[slot]

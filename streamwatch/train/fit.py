@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from streamwatch import __version__
+from streamwatch.data import summary
 from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
 from streamwatch.normalize import Normalizer
-from streamwatch.train.data import summary
 from streamwatch.train.export import export_onnx
 from streamwatch.train.module import Forecaster
 

@@ -168,7 +168,7 @@ kafka:
 model:
   path: "{model_dir}"
 scoring:
-  threshold: 6.0
+  threshold: 0.5
   warmup: 100
 outputs:
   anomalies_topic: {topics["anomalies"]}
@@ -204,7 +204,7 @@ metrics:
     readings_scored = N_STREAMS * (LENGTH - 100)
     assert len(events) - len(SPIKED) <= 0.01 * readings_scored
     spike = next(e for e in events if e["stream"] == SPIKED[0] and e["ts"] == T0 + 300 * SPIKE_AT)
-    assert spike["topic"] == topics["input"] and spike["score"] >= 6.0
+    assert spike["topic"] == topics["input"] and spike["score"] >= 0.5
     assert {r.key for r in anomalies} <= {n.encode() for n in SPIKED} | {
         f"s{s:02d}".encode() for s in range(N_STREAMS)
     }

@@ -15,7 +15,6 @@ from streamwatch.engine import Engine
 from streamwatch.metrics import Metrics
 from streamwatch.model import load_model
 from streamwatch.records import Record
-from streamwatch.scoring import Scorer
 from streamwatch.sinks.memory import MemorySink
 from streamwatch.sources.memory import MemorySource
 from streamwatch.state import StateStore
@@ -60,7 +59,7 @@ def _daemon(
     engine = Engine(
         model,
         StateStore(model.spec.state_size),
-        Scorer(cfg.scoring.threshold, cfg.scoring.warmup),
+        cfg.scoring.scorer(),
     )
     source, sink, registry = MemorySource(records, batch_size=97), MemorySink(), CollectorRegistry()
     daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
@@ -78,7 +77,7 @@ def test_spikes_become_anomaly_events(model_dir: Path) -> None:
     assert {("s0", spike_ts), ("s2", spike_ts), ("s4", spike_ts)} <= flagged
     assert len(events) <= 30  # few flags beyond the spikes on a clean sine
     event = next(e for e in events if e["stream"] == "s0" and e["ts"] == spike_ts)
-    assert event["score"] >= event["threshold"] == 6.0
+    assert event["score"] >= event["threshold"] == 0.5
     assert event["model"] == "lstm" and event["topic"] == "in" and event["partition"] == 0
     assert sink.topic("anomalies")[0].key == events[0]["stream"].encode()
     assert source.committed == {("in", 0): 1200, ("in", 1): 800}

@@ -17,7 +17,7 @@ def _engine(model_dir: Path, max_rows: int = 512, max_streams: int = 10_000) -> 
     return Engine(
         model,
         StateStore(model.spec.state_size, capacity=4, max_streams=max_streams),
-        Scorer(threshold=6.0, warmup=20),
+        Scorer(threshold=0.5, warmup=20),
         max_rows=max_rows,
     )
 

@@ -45,7 +45,7 @@ def test_serving_path_runs_without_torch(model_dir: Path) -> None:
         model = load_model({str(model_dir)!r})
         cfg = parse({{"kafka": {{"bootstrap_servers": "x", "input_topics": ["in"]}}}})
         engine = Engine(model, StateStore(model.spec.state_size),
-                        Scorer(6.0, 10))
+                        Scorer(0.5, 10))
         recs = [Record("in", 0, i, 0, None, b'{{"stream":"a","ts":%d,"value":%f}}' % (i, v))
                 for i, v in enumerate(np.sin(np.arange(100) / 5.0))]
         source, sink = MemorySource(recs), MemorySink()
