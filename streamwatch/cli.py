@@ -165,6 +165,101 @@ _TRAIN_FLAGS = (
 )
 
 
+# -- replay / evaluate ------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamwatch.data import DataError, read_rows
+    from streamwatch.engine import Engine
+    from streamwatch.model import load_model
+    from streamwatch.replay import replay, write_scores
+    from streamwatch.scoring import Scorer
+    from streamwatch.state import StateStore
+
+    try:
+        model = load_model(args.model)
+    except ModelError as exc:
+        print(f"streamwatch: model refused: {exc}", file=sys.stderr)
+        return 1
+    try:
+        scorer = Scorer(
+            args.threshold, args.warmup, args.short_alpha, args.long_window, args.learn_anomalies
+        )
+    except ValueError as exc:
+        print(f"streamwatch replay: {exc}", file=sys.stderr)
+        return 2
+    covariates = len(model.spec.features) > 1
+    try:
+        rows = read_rows(args.data, target=args.target, covariates=covariates)
+        prime = read_rows(args.prime, args.target, covariates) if args.prime else None
+    except DataError as exc:
+        print(f"streamwatch replay: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine(model, StateStore(model.spec.state_size, max_streams=10**9), scorer)
+    started = time.monotonic()
+    if prime is not None:
+        replay(engine, prime)
+        log.info("primed %d streams with %d rows", len(engine.store), len(prime))
+    verdicts = replay(engine, rows)
+    seconds = time.monotonic() - started
+    write_scores(args.out, rows, verdicts)
+    log.info(
+        "scored %d rows of %d streams in %.1fs; %d flagged; wrote %s",
+        len(rows),
+        len(set(rows.streams)),
+        seconds,
+        int(verdicts.anomaly.sum()),
+        args.out,
+    )
+    if args.plot:
+        try:
+            from streamwatch.plot import plot_replay
+
+            drawn = plot_replay(args.plot, rows, verdicts, scorer.threshold, args.plot_streams)
+        except ImportError:
+            print(
+                "streamwatch replay: --plot needs matplotlib (pip install 'streamwatch[plot]')",
+                file=sys.stderr,
+            )
+            return 2
+        log.info("plotted %d stream(s) to %s", len(drawn), args.plot)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from streamwatch.evaluate import report
+    from streamwatch.labels import LabelError, read_labels
+    from streamwatch.replay import read_scores
+
+    try:
+        rows, scores, flags = read_scores(args.scores)
+        labels = read_labels(args.labels, rows)
+    except (OSError, ValueError, LabelError) as exc:
+        print(f"streamwatch evaluate: {exc}", file=sys.stderr)
+        return 2
+    stream_arr = np.asarray(rows.streams, dtype=object)
+    names = list(dict.fromkeys(rows.streams))
+    idx = [np.flatnonzero(stream_arr == n) for n in names]
+    result = report(
+        names, [scores[i] for i in idx], [flags[i] for i in idx], [labels.get(n, []) for n in names]
+    )
+    ev: dict[str, Any] = result["event"]  # type: ignore[assignment]
+    print(f"{'stream':<24} {'labels':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
+    for name, c in result["streams"].items():  # type: ignore[attr-defined]
+        print(f"{name:<24} {c['labels']:>6} {c['tp']:>4} {c['fp']:>4} {c['fn']:>4}")
+    print(
+        f"event level: TP {ev['tp']}  FP {ev['fp']}  FN {ev['fn']}  precision "
+        f"{ev['precision']:.3f}  recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}"
+    )
+    for key, v in result["nab"].items():  # type: ignore[attr-defined]
+        print(f"NAB {key:<14} {v['score']:7.2f}  (threshold {v['threshold']:.4g} by sweep)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 # -- model show --------------------------------------------------------------------------------
 
 
@@ -337,6 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     t.set_defaults(func=cmd_train)
+
+    rp = sub.add_parser("replay", help="score a file with the daemon's engine, in order")
+    rp.add_argument("--model", required=True, help="model artifact directory")
+    rp.add_argument("--data", nargs="+", required=True, help=".csv, .jsonl or .npy files")
+    rp.add_argument("--prime", nargs="+", help="files replayed first, unscored (history)")
+    rp.add_argument("--target", type=int, default=0, help="target column of .npy files")
+    rp.add_argument("--out", required=True, help="scores CSV to write")
+    rp.add_argument("--plot", help="PNG of readings, forecast band, score and flags")
+    rp.add_argument("--plot-streams", type=int, default=6, help="streams to draw (default 6)")
+    rp.add_argument("--threshold", type=float, default=0.5, help="score in [0, 1] (0.5)")
+    rp.add_argument("--warmup", type=int, default=300, help="readings before flags (300)")
+    rp.add_argument("--short-alpha", type=float, default=0.1)
+    rp.add_argument("--long-window", type=int, default=2000)
+    rp.add_argument(
+        "--learn-anomalies",
+        action="store_true",
+        help="let flagged readings update the error statistics",
+    )
+    rp.set_defaults(func=cmd_replay)
+
+    ev = sub.add_parser("evaluate", help="event-level and NAB scores of a replay")
+    ev.add_argument("--scores", required=True, help="CSV written by streamwatch replay")
+    ev.add_argument(
+        "--labels", required=True, help="MSL labeled_anomalies.csv, or JSON timestamp windows"
+    )
+    ev.add_argument("--out", help="write the report as JSON")
+    ev.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("model", help="inspect model artifacts")
     msub = m.add_subparsers(dest="model_command", required=True)

@@ -353,3 +353,36 @@ def _check_spans(spans: Sequence[Span], length: int, what: str) -> np.ndarray:
         if not 0 <= s <= e < length:
             raise ValueError(f"{what} ({s}, {e}) is not an inclusive range inside [0, {length})")
     return arr
+
+
+def report(
+    streams: Sequence[str],
+    scores: Sequence[np.ndarray],
+    flags: Sequence[np.ndarray],
+    labels: Sequence[Sequence[Span]],
+) -> dict[str, object]:
+    """Event counts of ``flags`` and NAB sweeps of ``scores``, per stream and in total."""
+    per_stream = {}
+    total = EventCounts()
+    for name, f, lab in zip(streams, flags, labels, strict=True):
+        c = event_counts(f, lab)
+        total = total + c
+        per_stream[name] = {"labels": len(lab), "tp": c.tp, "fp": c.fp, "fn": c.fn}
+    windows = [nab_windows(len(s), lab) for s, lab in zip(scores, labels, strict=True)]
+    nab = {}
+    if any(windows):
+        for key, profile in PROFILES.items():
+            threshold, value = nab_sweep(list(scores), windows, profile)
+            nab[key] = {"score": round(value, 2), "threshold": threshold}
+    return {
+        "event": {
+            "tp": total.tp,
+            "fp": total.fp,
+            "fn": total.fn,
+            "precision": round(total.precision, 4),
+            "recall": round(total.recall, 4),
+            "f1": round(total.f1, 4),
+        },
+        "nab": nab,
+        "streams": per_stream,
+    }

@@ -4,11 +4,17 @@ The error of a reading is its miss in units of the model's own predicted scale a
 ``e = |x - prediction| / scale``.  Each stream keeps running statistics of its errors, so the
 same model can be loose on a noisy stream and tight on a calm one, and two tests run on them:
 
-- *point*: this reading's error relative to the stream's root-mean-square error, read as a
-  two-sided Gaussian deviation (spikes, sudden breaks);
-- *collective*: the same for a short exponential average of log errors (sustained misfit:
-  level shifts, variance bursts, drift), in the spirit of Numenta's anomaly likelihood, which
-  compares a short-window average of raw scores with their long-window distribution.
+- *point*: this reading's error relative to the stream's typical error, read as a two-sided
+  Gaussian deviation (spikes, sudden breaks).  The typical error is the geometric mean of past
+  errors, scaled to a standard deviation: unlike a root mean square, one large miss barely
+  moves it, so an anomaly the threshold missed does not mask the next one;
+- *collective*: how far a short exponential average of errors lies from its usual range,
+  either way (sustained misfit: level shifts, variance bursts, drift; and errors far *smaller*
+  than usual: a stuck sensor), in the spirit of Numenta's anomaly likelihood, which compares a
+  short-window average of raw scores with their long-window distribution.  Errors enter the
+  average raised to the power 0.4, which makes the average of Gaussian errors nearly
+  symmetric (skew -0.04, where log errors give -0.42 and raw errors +0.5), so both of its
+  tails can be read as Gaussian.
 
 Each deviation z becomes a Gaussian tail probability Q(z), and the score is
 ``-log10(Q(z)) / 10`` clipped to [0, 1] (so 0.5 means a one-in-100,000 event and 1.0 one in
@@ -37,14 +43,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Columns of a stream's scoring statistics: readings learned from, the short average of log
-# errors, the mean squared error, and the mean and variance of the short average.
-SEEN, SHORT, MSQ_E, MEAN_S, VAR_S = range(5)
+# Columns of a stream's scoring statistics: readings learned from, the short average of
+# errors ** _POWER, the mean log error, and the mean and variance of the short average.
+SEEN, SHORT, MEAN_L, MEAN_S, VAR_S = range(5)
 N_STATS = 5
 
+_MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
+_POWER = 0.4
 _LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
 _LN10 = np.log(10.0)
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+# E[log |Z|] for Z ~ N(0, 1) is -(gamma + ln 2) / 2: exp(mean log error + this) estimates sigma
+_LOG_ABS_NORMAL = 0.5 * (np.euler_gamma + np.log(2.0))
 
 
 def tail_score(z: np.ndarray) -> np.ndarray:
@@ -91,20 +101,22 @@ class Scorer:
         log_e = np.log(e + _LOG_EPS)
         seen = stats[:, SEEN]
         first = seen == 0
+        powered = e**_POWER
         short = np.where(
-            first, log_e, stats[:, SHORT] + self.short_alpha * (log_e - stats[:, SHORT])
+            first, powered, stats[:, SHORT] + self.short_alpha * (powered - stats[:, SHORT])
         )
         # |N(0,1)| exceeds e with probability 2 Q(e) = Q(e) * 10^(log10 2): shift the score
-        rms = np.sqrt(stats[:, MSQ_E] + 1e-12)
-        point = np.clip(tail_score(e / rms) - np.log10(2.0) / 10.0, 0.0, 1.0)
+        typical = np.exp(stats[:, MEAN_L] + _LOG_ABS_NORMAL)
+        point = np.clip(tail_score(e / typical) - np.log10(2.0) / 10.0, 0.0, 1.0)
         z_short = (short - stats[:, MEAN_S]) / np.sqrt(stats[:, VAR_S] + 1e-12)
-        ready = valid & (seen >= self.warmup)
-        score = np.where(ready, np.maximum(point, tail_score(z_short)), 0.0)
+        ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
+        collective = np.clip(tail_score(np.abs(z_short)) - np.log10(2.0) / 10.0, 0.0, 1.0)
+        score = np.where(ready, np.maximum(point, collective), 0.0)
         flag = ready & (score >= self.threshold)
         learn = valid & (~flag | self.learn_anomalies)
         n = seen + learn
         alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
-        stats[:, MSQ_E] += alpha * (e * e - stats[:, MSQ_E])
+        stats[:, MEAN_L] += alpha * (log_e - stats[:, MEAN_L])
         d = short - stats[:, MEAN_S]
         stats[:, MEAN_S] += alpha * d
         stats[:, VAR_S] = (1.0 - alpha) * (stats[:, VAR_S] + alpha * d * d)

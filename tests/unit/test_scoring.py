@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamwatch.scoring import Scorer, tail_score
+
+
+def _run(scorer: Scorer, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """errors: (time, streams) -> scores and flags of the same shape."""
+    stats = scorer.new_stats(errors.shape[1])
+    out = [scorer.update(stats, row) for row in errors]
+    return np.array([s for s, _ in out]), np.array([f for _, f in out])
+
+
+def test_tail_score_matches_known_gaussian_tails() -> None:
+    # Q(4.265) = 1e-5 and Q(6.361) = 1e-10: scores 0.5 and 1.0
+    assert tail_score(np.array([4.265]))[0] == pytest.approx(0.5, abs=0.002)
+    assert tail_score(np.array([6.361]))[0] == pytest.approx(1.0, abs=0.002)
+    assert tail_score(np.array([3.090]))[0] == pytest.approx(0.3, abs=0.002)  # Q = 1e-3
+
+
+def test_false_alarm_rate_on_gaussian_errors_is_calibrated() -> None:
+    # Two tests, each about 1e-5 per reading at score 0.5: expect ~2e-5, certainly < 1e-4.
+    rng = np.random.default_rng(0)
+    scores, flags = _run(Scorer(warmup=300), np.abs(rng.standard_normal((2300, 500))))
+    rate = flags[300:].mean()
+    assert rate < 1e-4
+    assert scores[:300].max() == 0.0  # warm-up scores are 0
+
+
+def test_streams_are_scored_independently() -> None:
+    rng = np.random.default_rng(1)
+    errors = np.abs(rng.standard_normal((600, 3)))
+    errors[:, 1] *= 50.0  # a stream with much larger errors: its own scale applies
+    errors[500, 0] = 12.0
+    scores, flags = _run(Scorer(warmup=100), errors)
+    assert flags[500, 0] and not flags[500, 1:].any()
+    alone, _ = _run(Scorer(warmup=100), errors[:, :1])
+    np.testing.assert_array_equal(alone[:, 0], scores[:, 0])
+
+
+def test_sustained_misfit_is_flagged_by_the_collective_test() -> None:
+    rng = np.random.default_rng(2)
+    errors = np.abs(rng.standard_normal((1200, 1)))
+    errors[1000:1100] = 2.2  # no single error is extreme (a 3 % event alone); the run is
+    scores, flags = _run(Scorer(warmup=300), errors)
+    assert flags[1000:1100].any()
+    assert scores[1000, 0] < 0.5  # the first of them is not flagged: it takes the run
+
+
+def test_learning_anomalies_is_an_explicit_choice() -> None:
+    errors = np.abs(np.random.default_rng(3).standard_normal((1000, 1)))
+    errors[400:900] = 20.0  # a long anomaly
+    _, kept = _run(Scorer(warmup=100, long_window=200), errors)
+    _, learned = _run(Scorer(warmup=100, long_window=200, learn_anomalies=True), errors)
+    assert kept[400:900].sum() == 500  # statistics not poisoned: flagged throughout
+    assert learned[400:900].sum() < 400  # the statistics adapt and flags stop
+
+
+def test_no_forecast_means_no_score() -> None:
+    stats = Scorer.new_stats(2)
+    score, flag = Scorer(warmup=0).update(stats, np.array([np.nan, 1.0]))
+    assert score.tolist() == [0.0, 0.0] and not flag.any()  # nothing scored from no history
+    assert stats[0, 0] == 0 and stats[1, 0] == 1  # only real errors are learned
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"threshold": 0.0},
+        {"threshold": 1.5},
+        {"short_alpha": 0},
+        {"long_window": 1},
+        {"warmup": -1},
+    ],
+)
+def test_scorer_validates(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="scoring"):
+        Scorer(**bad)  # type: ignore[arg-type]
