@@ -16,14 +16,15 @@ same model can be loose on a noisy stream and tight on a calm one, and two tests
   symmetric (skew -0.04, where log errors give -0.42 and raw errors +0.5), so both of its
   tails can be read as Gaussian.
 
-Each deviation z becomes a Gaussian tail probability Q(z), and the score is
-``-log10(Q(z)) / 10`` clipped to [0, 1] (so 0.5 means a one-in-100,000 event and 1.0 one in
-10^10), the larger of the two tests.  Scores are comparable across streams and models.
+Each deviation z becomes a two-sided Gaussian tail probability p, its *surprise*
+S = -log10(p), and the score S / (S + 5) of the larger of the two: 0.5 means a
+one-in-100,000 event, 0.67 one in 10^10.  Scores are comparable across streams and models,
+and do not saturate, so a threshold can be set as high as a noisy domain needs.
 
-Scoring is separate from thresholding: ``flag`` compares scores with ``threshold`` once the
-stream has left warm-up.  Whether flagged readings update the running statistics is an
-explicit choice (``learn_anomalies``, off by default: an anomaly must not teach the stream that
-anomalies are normal).
+Scoring is separate from thresholding: a reading is flagged when its score reaches
+``threshold`` once the stream has left warm-up.  Whether flagged readings update the running
+statistics is an explicit choice (``learn_anomalies``, off by default: an anomaly must not teach
+the stream that anomalies are normal).
 
 >>> scorer = Scorer(threshold=0.5, warmup=50)
 >>> stats = scorer.new_stats(1)
@@ -52,23 +53,34 @@ _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats n
 _POWER = 0.4
 _LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
 _LN10 = np.log(10.0)
+_HALF_SCORE_SURPRISE = 5.0  # -log10 tail probability that maps to score 0.5
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 # E[log |Z|] for Z ~ N(0, 1) is -(gamma + ln 2) / 2: exp(mean log error + this) estimates sigma
 _LOG_ABS_NORMAL = 0.5 * (np.euler_gamma + np.log(2.0))
 
 
-def tail_score(z: np.ndarray) -> np.ndarray:
-    """``-log10(Q(z)) / 10`` in [0, 1], where Q is the standard normal upper tail.
+def surprise(z: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """``-log10`` of the standard normal tail probability beyond ``z``: 5 for a one-in-100,000
+    deviation.  Borjesson and Sundberg's approximation of the upper tail Q (relative error
+    < 0.3 % for z >= 0) keeps its precision far into the tail, where 1 - Phi(z) rounds to 0.
 
-    Uses Borjesson and Sundberg's approximation of Q (relative error < 0.3 % for z >= 0),
-    which, unlike 1 - Phi(z), keeps its precision far into the tail.
-
-    >>> [round(float(s), 3) for s in tail_score(np.array([-1.0, 0.0, 4.265, 6.361, 9.0]))]
-    [0.03, 0.03, 0.5, 1.0, 1.0]
+    >>> [round(float(s), 2) for s in surprise(np.array([0.0, 3.090, 4.265, 6.361]))]
+    [0.3, 3.0, 5.0, 10.0]
     """
     z = np.maximum(z, 0.0)
     log_q = -0.5 * z * z - _HALF_LOG_2PI - np.log(0.661 * z + 0.339 * np.sqrt(z * z + 5.51))
-    return np.clip(-log_q / (10.0 * _LN10), 0.0, 1.0)
+    bits = -log_q / _LN10
+    return np.maximum(bits - np.log10(2.0), 0.0) if two_sided else bits
+
+
+def to_score(surprise: np.ndarray) -> np.ndarray:
+    """Surprise S -> a score in [0, 1): S / (S + 5).  0.5 is a one-in-100,000 event, 0.67 one
+    in 10^10, 0.8 one in 10^20; it never saturates, so extreme events still rank.
+
+    >>> to_score(np.array([0.0, 5.0, 20.0])).tolist()
+    [0.0, 0.5, 0.8]
+    """
+    return surprise / (surprise + _HALF_SCORE_SURPRISE)
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,11 @@ class Scorer:
         )
         # |N(0,1)| exceeds e with probability 2 Q(e) = Q(e) * 10^(log10 2): shift the score
         typical = np.exp(stats[:, MEAN_L] + _LOG_ABS_NORMAL)
-        point = np.clip(tail_score(e / typical) - np.log10(2.0) / 10.0, 0.0, 1.0)
+        point = surprise(e / typical, two_sided=True)  # e is |error|: both signs count
         z_short = (short - stats[:, MEAN_S]) / np.sqrt(stats[:, VAR_S] + 1e-12)
         ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
-        collective = np.clip(tail_score(np.abs(z_short)) - np.log10(2.0) / 10.0, 0.0, 1.0)
-        score = np.where(ready, np.maximum(point, collective), 0.0)
+        collective = surprise(np.abs(z_short), two_sided=True)
+        score = np.where(ready, to_score(np.maximum(point, collective)), 0.0)
         flag = ready & (score >= self.threshold)
         learn = valid & (~flag | self.learn_anomalies)
         n = seen + learn

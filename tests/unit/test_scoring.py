@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamwatch.scoring import Scorer, tail_score
+from streamwatch.scoring import Scorer, surprise, to_score
 
 
 def _run(scorer: Scorer, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -13,11 +13,15 @@ def _run(scorer: Scorer, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([s for s, _ in out]), np.array([f for _, f in out])
 
 
-def test_tail_score_matches_known_gaussian_tails() -> None:
-    # Q(4.265) = 1e-5 and Q(6.361) = 1e-10: scores 0.5 and 1.0
-    assert tail_score(np.array([4.265]))[0] == pytest.approx(0.5, abs=0.002)
-    assert tail_score(np.array([6.361]))[0] == pytest.approx(1.0, abs=0.002)
-    assert tail_score(np.array([3.090]))[0] == pytest.approx(0.3, abs=0.002)  # Q = 1e-3
+def test_surprise_matches_known_gaussian_tails() -> None:
+    # Q(3.090) = 1e-3, Q(4.265) = 1e-5, Q(6.361) = 1e-10, Q(10) = 7.6e-24
+    z = np.array([3.090, 4.265, 6.361, 10.0])
+    np.testing.assert_allclose(surprise(z), [3.0, 5.0, 10.0, 23.12], atol=0.01)
+    np.testing.assert_allclose(surprise(z, two_sided=True), surprise(z) - np.log10(2.0))
+    np.testing.assert_allclose(
+        to_score(surprise(z)), [3 / 8, 0.5, 2 / 3, 23.12 / 28.12], atol=0.001
+    )
+    assert np.all(np.diff(to_score(surprise(np.linspace(0, 40, 50)))) > 0)  # never saturates
 
 
 def test_false_alarm_rate_on_gaussian_errors_is_calibrated() -> None:

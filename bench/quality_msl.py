@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Detection quality on NASA MSL (27 channels) and on the synthetic generator's labelled data.
+
+    .venv/bin/python bench/quality_msl.py [--msl-dir ../shared/datasets/msl] [--epochs 80]
+
+MSL, per channel: train a model on ``<channel>_train.npy`` (value plus the 54 command columns
+as covariates), replay the train array to warm the stream up (it precedes the test part in
+time, so this stays causal), replay ``<channel>_test.npy`` row by row with the daemon's engine,
+and count events with the rule in the dataset's README.  One configuration for all channels.
+
+Synthetic: train on clean history of 100 streams, replay a labelled test set of the same
+streams, and count events and NAB scores the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamwatch import synth
+from streamwatch.data import Rows
+from streamwatch.engine import Engine
+from streamwatch.evaluate import EventCounts, event_counts, report
+from streamwatch.model import load_model
+from streamwatch.replay import replay
+from streamwatch.scoring import Scorer
+from streamwatch.state import StateStore
+from streamwatch.train.fit import TrainConfig, train_artifact
+
+MSL = Path(__file__).resolve().parents[1].parent / "shared/datasets/msl"
+
+
+def _rows(name: str, arr: np.ndarray) -> Rows:
+    return Rows([name] * len(arr), np.arange(len(arr), dtype=np.float64), arr[:, 0], arr[:, 1:])
+
+
+def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> dict[str, object]:
+    labels = {
+        r["chan_id"]: r for r in csv.DictReader((args.msl_dir / "labeled_anomalies.csv").open())
+    }
+    names = ("value", *(f"cmd_{i}" for i in range(1, 55)))
+    totals = [EventCounts() for _ in scorers]
+    heads = " ".join(f"{'tp/fp/fn@' + format(s.threshold, 'g'):>14}" for s in scorers)
+    print(
+        f"{'channel':<8} {'train':>6} {'test':>6} {'labels':>6} {heads} {'epochs':>6} "
+        f"{'seconds':>7}"
+    )
+    started = time.perf_counter()
+    for chan in sorted(labels):
+        t0 = time.perf_counter()
+        train = np.load(args.msl_dir / f"{chan}_train.npy")
+        test = np.load(args.msl_dir / f"{chan}_test.npy")
+        out = args.work / "msl" / chan
+        spec = train_artifact({chan: train}, cfg, out, feature_names=names)
+        model = load_model(out)
+        spans = [tuple(s) for s in json.loads(labels[chan]["anomaly_sequences"])]
+        cells = []
+        for k, scorer in enumerate(scorers):
+            engine = Engine(model, StateStore(model.spec.state_size), scorer)
+            replay(engine, _rows(chan, train))
+            c = event_counts(replay(engine, _rows(chan, test)).anomaly, spans)
+            totals[k] = totals[k] + c
+            cells.append(f"{f'{c.tp}/{c.fp}/{c.fn}':>14}")
+        epochs = spec.training["validation"]["epochs_run"]
+        print(
+            f"{chan:<8} {len(train):>6} {len(test):>6} {len(spans):>6} {' '.join(cells)} "
+            f"{epochs:>6} {time.perf_counter() - t0:>7.1f}",
+            flush=True,
+        )
+    seconds = time.perf_counter() - started
+    out_figures = {}
+    for scorer, total in zip(scorers, totals, strict=True):
+        print(
+            f"MSL total at threshold {scorer.threshold:g}: TP {total.tp}  FP {total.fp}  "
+            f"FN {total.fn}  precision {total.precision:.3f}  recall {total.recall:.3f}  "
+            f"F1 {total.f1:.3f}"
+        )
+        out_figures[str(scorer.threshold)] = {
+            "tp": total.tp,
+            "fp": total.fp,
+            "fn": total.fn,
+            "f1": round(total.f1, 4),
+            "precision": round(total.precision, 4),
+            "recall": round(total.recall, 4),
+        }
+    print(f"({seconds:.0f}s for 27 channels, training included)")
+    return {"thresholds": out_figures, "seconds": round(seconds, 1)}
+
+
+def synthetic(
+    args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]
+) -> dict[str, object]:
+    started = time.perf_counter()
+    history = synth.generate(
+        synth.SynthSpec(n_streams=100, length=4032, anomalies_per_stream=0, seed=21)
+    )
+    out = args.work / "synthetic"
+    train_artifact(dict(zip(history.stream_ids, history.values, strict=True)), cfg, out)
+    model = load_model(out)
+    test = synth.generate(
+        synth.SynthSpec(n_streams=100, length=4032, anomalies_per_stream=2, seed=22)
+    )
+    n, t = test.values.shape
+    rows = Rows(
+        [s for _ in range(t) for s in test.stream_ids],
+        np.repeat(test.timestamps, n),
+        test.values.T.reshape(-1),
+    )
+    per = np.asarray(rows.streams, dtype=object)
+    idx = [np.flatnonzero(per == s) for s in test.stream_ids]
+    spans: dict[str, list[tuple[int, int]]] = {s: [] for s in test.stream_ids}
+    for a in test.anomalies:
+        spans[a.stream].append((a.start, a.end))
+    figures = {}
+    print(f"synthetic: 100 streams x 4,032 readings, {len(test.anomalies)} labelled anomalies")
+    for scorer in scorers:
+        verdicts = replay(Engine(model, StateStore(model.spec.state_size), scorer), rows)
+        result = report(
+            list(test.stream_ids),
+            [verdicts.score[i] for i in idx],
+            [verdicts.anomaly[i] for i in idx],
+            [spans[s] for s in test.stream_ids],
+        )
+        kinds: dict[str, list[int]] = {}
+        for a in test.anomalies:
+            f = verdicts.anomaly[idx[test.stream_ids.index(a.stream)]]
+            kinds.setdefault(a.kind, [0, 0])
+            kinds[a.kind][0] += bool(f[a.start : a.end + 1].any())
+            kinds[a.kind][1] += 1
+        ev: dict = result["event"]  # type: ignore[assignment]
+        print(
+            f"  threshold {scorer.threshold:g}: TP {ev['tp']}  FP {ev['fp']}  FN {ev['fn']}  "
+            f"precision {ev['precision']:.3f}  recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}; "
+            + ", ".join(f"{k} {h}/{m}" for k, (h, m) in sorted(kinds.items()))
+        )
+        figures[str(scorer.threshold)] = {"event": ev, "kinds": kinds}
+        nab = result["nab"]
+    for key, v in nab.items():  # type: ignore[attr-defined]
+        print(
+            f"  NAB {key:<14} {v['score']:7.2f}  (score threshold {v['threshold']:.3g} "
+            "by sweep, last run's scores)"
+        )
+    print(f"  ({time.perf_counter() - started:.0f}s, training included)")
+    return {"thresholds": figures, "nab": nab}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--msl-dir", type=Path, default=MSL)
+    p.add_argument("--work", type=Path, default=Path(".build/quality"))
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument(
+        "--thresholds",
+        default="0.5",
+        help="comma-separated score thresholds, each replayed (default 0.5)",
+    )
+    p.add_argument("--skip-msl", action="store_true")
+    p.add_argument("--skip-synthetic", action="store_true")
+    p.add_argument("--json", type=Path, help="write the figures as JSON")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = TrainConfig(
+        hidden_size=args.hidden, epochs=args.epochs, patience=10, seed=0, device="cpu"
+    )
+    scorers = [Scorer(threshold=float(t)) for t in args.thresholds.split(",")]
+    print(f"model LSTM 1x{args.hidden}, up to {args.epochs} epochs; scorer {scorers[0]}")
+    results: dict[str, object] = {}
+    if not args.skip_msl:
+        if (args.msl_dir / "labeled_anomalies.csv").exists():
+            results["msl"] = msl(args, cfg, scorers)
+        else:
+            print(f"MSL skipped: {args.msl_dir} not found")
+    if not args.skip_synthetic:
+        results["synthetic"] = synthetic(args, cfg, scorers)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
