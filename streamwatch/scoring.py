@@ -35,7 +35,7 @@ the stream that anomalies are normal).
 True
 >>> score, flag = scorer.update(stats, np.array([12.0]))
 >>> bool(flag[0]), round(float(score[0]), 2)
-(True, 0.97)
+(True, 0.86)
 """
 
 from __future__ import annotations
