@@ -113,9 +113,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        columns = _columns(args.target) if args.target is not None else None
+    except ValueError as exc:
+        print(f"streamwatch train: --target: {exc}", file=sys.stderr)
+        return 2
     overrides = {
         "data.paths": args.data,
-        "data.target": args.target,
+        "data.targets": columns,
         "out": args.out,
         "data.covariates": True if args.covariates else None,
     }
@@ -126,7 +131,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"streamwatch train: bad training config: {exc}", file=sys.stderr)
         return ConfigError.exit_code
     try:
-        series = load_series(job.data.paths, target=job.data.target, covariates=job.data.covariates)
+        targets = list(job.data.targets)
+        series = load_series(
+            job.data.paths,
+            target=targets[0] if len(targets) == 1 else targets,
+            covariates=job.data.covariates,
+        )
     except DataError as exc:
         print(f"streamwatch train: {exc}", file=sys.stderr)
         return 2
@@ -140,12 +150,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         len(job.data.paths),
     )
     try:
-        spec = train_artifact(series, job.train, job.out)
+        spec = train_artifact(series, job.train, job.out, n_targets=len(job.data.targets))
     except ValueError as exc:
         print(f"streamwatch train: {exc}", file=sys.stderr)
         return 2
     print(f"model written to {job.out} (version {spec.version})")
     return 0
+
+
+def _columns(text: str) -> list[int]:
+    """'3' or '0,2' -> column indices."""
+    try:
+        return [int(c) for c in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"expected column numbers like 0 or 0,2, got {text!r}") from None
 
 
 # flags of `train` that override keys of the job's `train:` section
@@ -188,14 +206,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
         return 2
-    covariates = len(model.spec.features) > 1
+    n_targets = len(model.spec.targets)
+    covariates = len(model.spec.features) > n_targets
     try:
-        rows = read_rows(args.data, target=args.target, covariates=covariates)
-        prime = read_rows(args.prime, args.target, covariates) if args.prime else None
+        targets = _columns(args.target)
+        if len(targets) != n_targets:
+            raise DataError(
+                f"--target names {len(targets)} column(s); the model predicts {n_targets}"
+            )
+        target: int | list[int] = targets[0] if n_targets == 1 else targets
+        rows = read_rows(args.data, target=target, covariates=covariates)
+        prime = read_rows(args.prime, target, covariates) if args.prime else None
     except DataError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
         return 2
-    engine = Engine(model, StateStore(model.spec.state_size, max_streams=10**9), scorer)
+    engine = Engine(model, StateStore.for_model(model.spec, max_streams=10**9), scorer)
     started = time.monotonic()
     if prime is not None:
         replay(engine, prime)
@@ -350,7 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     engine = Engine(
         model,
-        StateStore(spec.state_size, max_streams=cfg.state.max_streams),
+        StateStore.for_model(spec, max_streams=cfg.state.max_streams),
         cfg.scoring.scorer(),
         max_rows=cfg.model.max_rows,
     )
@@ -415,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML training job (data, out, train)")
     t.add_argument("--data", nargs="+", help=".csv, .jsonl or .npy files")
     t.add_argument("--out", help="artifact directory to write")
-    t.add_argument("--target", type=int, help="target column of .npy files (default 0)")
+    t.add_argument(
+        "--target", help=".npy: target column, or columns for a multivariate model (0 or 0,2)"
+    )
     t.add_argument(
         "--covariates", action="store_true", help=".npy: use the other columns as covariates"
     )
@@ -437,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model", required=True, help="model artifact directory")
     rp.add_argument("--data", nargs="+", required=True, help=".csv, .jsonl or .npy files")
     rp.add_argument("--prime", nargs="+", help="files replayed first, unscored (history)")
-    rp.add_argument("--target", type=int, default=0, help="target column of .npy files")
+    rp.add_argument("--target", default="0", help=".npy: target column(s), as in train")
     rp.add_argument("--out", required=True, help="scores CSV to write")
     rp.add_argument("--plot", help="PNG of readings, forecast band, score and flags")
     rp.add_argument("--plot-streams", type=int, default=6, help="streams to draw (default 6)")

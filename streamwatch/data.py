@@ -7,9 +7,10 @@ Formats, chosen by suffix:
   value columns each becomes its own stream, named ``<stream>/<column>``.  Without a stream
   column the file stem is the stream; without a timestamp column the row number is the time.
 - ``.jsonl`` / ``.json``: one message per line, in the same shape the daemon consumes.
-- ``.npy``: a (rows, features) array; ``target`` picks the column; the file stem is the stream
-  and the row number the time.  With ``covariates=True`` the other columns come along as
-  covariates (known at each step, as the command columns of the MSL telemetry).
+- ``.npy``: a (rows, features) array; ``target`` picks the column, or a list of columns for
+  a multivariate model; the file stem is the stream and the row number the time.  With
+  ``covariates=True`` the other columns come along as covariates (known at each step, as the
+  command columns of the MSL telemetry).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,14 +41,19 @@ class Rows:
 
     streams: list[str]
     timestamps: np.ndarray  # float64 epoch seconds (or row numbers)
-    values: np.ndarray  # float64
+    values: np.ndarray  # float64, (rows,) or (rows, targets)
     covariates: np.ndarray | None = None  # (rows, k) float64 when read with covariates
 
     def __len__(self) -> int:
         return len(self.streams)
 
 
-def read_rows(paths: Iterable[Path | str], target: int = 0, covariates: bool = False) -> Rows:
+def read_rows(
+    paths: Iterable[Path | str], target: int | Sequence[int] = 0, covariates: bool = False
+) -> Rows:
+    targets = [target] if isinstance(target, int) else list(target)
+    if not targets or len(set(targets)) != len(targets):
+        raise DataError(f"target columns {targets} must be distinct and at least one")
     streams: list[str] = []
     stamps: list[float] = []
     values: list[float] = []
@@ -57,8 +63,8 @@ def read_rows(paths: Iterable[Path | str], target: int = 0, covariates: bool = F
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         suffix = path.suffix.lower()
-        if covariates and suffix != ".npy":
-            raise DataError(f"{path}: covariates come from .npy files only")
+        if (covariates or len(targets) > 1) and suffix != ".npy":
+            raise DataError(f"{path}: covariates and several targets come from .npy files only")
         if suffix == ".csv":
             _read_csv(path, streams, stamps, values)
         elif suffix in (".jsonl", ".json"):
@@ -67,13 +73,13 @@ def read_rows(paths: Iterable[Path | str], target: int = 0, covariates: bool = F
             arr = np.load(path, allow_pickle=False)
             if arr.ndim == 1:
                 arr = arr[:, None]
-            if arr.ndim != 2 or not 0 <= target < arr.shape[1]:
-                raise DataError(f"{path}: shape {arr.shape} has no target column {target}")
+            if arr.ndim != 2 or not all(0 <= t < arr.shape[1] for t in targets):
+                raise DataError(f"{path}: shape {arr.shape} has no target column(s) {targets}")
             streams.extend([path.stem] * len(arr))
             stamps.extend(range(len(arr)))
-            values.extend(arr[:, target].astype(np.float64).tolist())
+            values.extend(arr[:, targets].astype(np.float64).tolist())
             if covariates:
-                covs.append(np.delete(arr, target, axis=1).astype(np.float64))
+                covs.append(np.delete(arr, targets, axis=1).astype(np.float64))
         else:
             raise DataError(f"{path}: unknown format {suffix!r} (use .csv, .jsonl or .npy)")
     cov = None
@@ -82,8 +88,11 @@ def read_rows(paths: Iterable[Path | str], target: int = 0, covariates: bool = F
         if len(widths) > 1:
             raise DataError(f".npy files disagree on their number of columns: {sorted(widths)}")
         cov = np.concatenate(covs) if covs else np.zeros((0, 0))
-    rows = Rows(streams, np.asarray(stamps, np.float64), np.asarray(values, np.float64), cov)
-    bad = ~np.isfinite(rows.values)
+    vals = np.asarray(values, np.float64)
+    if isinstance(target, int):
+        vals = vals.reshape(-1)  # CSV and JSON rows append scalars; .npy rows lists of one
+    rows = Rows(streams, np.asarray(stamps, np.float64), vals, cov)
+    bad = ~np.isfinite(rows.values.reshape(len(rows), -1)).any(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"stream {rows.streams[i]!r}: non-finite value at row {i}")
@@ -91,9 +100,10 @@ def read_rows(paths: Iterable[Path | str], target: int = 0, covariates: bool = F
 
 
 def load_series(
-    paths: Iterable[Path | str], target: int = 0, covariates: bool = False
+    paths: Iterable[Path | str], target: int | Sequence[int] = 0, covariates: bool = False
 ) -> dict[str, np.ndarray]:
-    """Stream -> (time,) readings, or (time, 1 + covariates) with ``covariates``."""
+    """Stream -> (time,) readings, or (time, targets + covariates) with several targets or
+    with ``covariates``: target columns first."""
     rows = read_rows(paths, target, covariates)
     by_stream: dict[str, list[int]] = defaultdict(list)
     for i, stream in enumerate(rows.streams):

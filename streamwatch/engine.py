@@ -36,8 +36,8 @@ class StepModel(Protocol):
 class Verdicts:
     """Results aligned with the batch's input order (arrays, not per-reading objects)."""
 
-    prediction: np.ndarray  # forecast of this reading made at the stream's previous reading
-    scale: np.ndarray
+    prediction: np.ndarray  # (n, targets): forecast made at the stream's previous reading
+    scale: np.ndarray  # (n, targets)
     score: np.ndarray  # in [0, 1]; 0 during warm-up
     anomaly: np.ndarray  # bool
     seen: np.ndarray  # readings of the stream so far, this one included
@@ -69,6 +69,9 @@ class Engine:
         self.model, self.store, self.scorer = model, store, scorer
         self.normalizer = model.spec.normalization
         self.n_features = len(model.spec.features)
+        self.n_targets = len(model.spec.targets)
+        if (store.state_size, store.n_targets) != (model.spec.state_size, self.n_targets):
+            raise ValueError("the state store is not shaped for this model")
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
@@ -80,19 +83,21 @@ class Engine:
         now: float,
         covariates: np.ndarray | None = None,
     ) -> Verdicts:
-        """Step each reading through its stream's state; ``covariates`` is (n, features - 1)
-        for models that take them."""
-        n = len(stream_ids)
-        values = np.asarray(values, np.float64)
-        n_cov = self.n_features - 1
+        """Step each reading through its stream's state.  ``values`` is (n,) or (n, targets);
+        ``covariates`` is (n, features - targets) for models that take them."""
+        n, n_t = len(stream_ids), self.n_targets
+        values = np.asarray(values, np.float64).reshape(n, -1)
+        if values.shape[1] != n_t:
+            raise ValueError(f"this model predicts {n_t} value(s) per reading")
+        n_cov = self.n_features - n_t
         if n_cov and (covariates is None or covariates.shape != (n, n_cov)):
             raise ValueError(f"this model takes {n_cov} covariates per reading")
-        x = np.empty((n, 1 + n_cov), np.float32)
+        x = np.empty((n, self.n_features), np.float32)
         if n_cov:
-            x[:, 1:] = covariates
+            x[:, n_t:] = covariates
         out = Verdicts(
-            prediction=np.empty(n),
-            scale=np.empty(n),
+            prediction=np.empty((n, n_t)),
+            scale=np.empty((n, n_t)),
             score=np.empty(n),
             anomaly=np.empty(n, bool),
             seen=np.empty(n, np.int64),
@@ -111,25 +116,26 @@ class Engine:
         inputs: np.ndarray,
         out: Verdicts,
     ) -> None:
-        store, s, x = self.store, slots[pos], values[pos]
-        prediction, scale = store.pred[s, 0], store.pred[s, 1]
+        store, s, x, n_t = self.store, slots[pos], values[pos], self.n_targets
+        prediction, scale = store.forecast[s], store.scale[s]
         score_stats = store.scores[s]
         with np.errstate(invalid="ignore", divide="ignore"):
-            error = np.abs(x - prediction) / scale  # NaN until the stream has a forecast
+            # NaN until the stream has a forecast; several targets: their root mean square
+            error = np.sqrt(np.mean(((x - prediction) / scale) ** 2, axis=1))
         score, flag = self.scorer.update(score_stats, error)
         store.scores[s] = score_stats
-        stats = store.norm[s]  # a gathered copy, written back below
+        stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below
         x_in = inputs[pos]
-        x_in[:, 0] = self.normalizer.update(stats, x)
+        x_in[:, :n_t] = self.normalizer.update(stats, x.reshape(-1)).reshape(-1, n_t)
         t0 = time.perf_counter()
         mu, sigma, new_state = self.model.step(x_in, store.state[s])
         self.model_seconds += time.perf_counter() - t0
         self.model_calls += 1
         store.state[s] = new_state
-        store.norm[s] = stats
-        nxt, nxt_scale = self.normalizer.denormalize(stats, mu[:, 0], sigma[:, 0])
-        store.pred[s, 0], store.pred[s, 1] = nxt, nxt_scale
-        seen = stats[:, COUNT].astype(np.int64)
+        store.norm[s] = stats.reshape(-1, n_t, 3)
+        nxt, nxt_scale = self.normalizer.denormalize(stats, mu.reshape(-1), sigma.reshape(-1))
+        store.forecast[s], store.scale[s] = nxt.reshape(-1, n_t), nxt_scale.reshape(-1, n_t)
+        seen = stats[::n_t, COUNT].astype(np.int64)
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score
         out.seen[pos] = seen
         out.anomaly[pos] = flag

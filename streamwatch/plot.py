@@ -33,7 +33,7 @@ def plot_replay(
         idx = np.flatnonzero(stream_arr == name)
         t = rows.timestamps[idx]
         ax, ax_score = axes[2 * k, 0], axes[2 * k + 1, 0]
-        pred, scale = verdicts.prediction[idx], verdicts.scale[idx]
+        pred, scale = verdicts.prediction[idx, 0], verdicts.scale[idx, 0]  # the first target
         ax.fill_between(
             t,
             pred - 3 * scale,
@@ -43,11 +43,12 @@ def plot_replay(
             lw=0,
             label="forecast ± 3 scale",
         )
-        ax.plot(t, rows.values[idx], lw=0.7, color="tab:blue", label="reading")
+        values = rows.values.reshape(len(rows), -1)[:, 0]
+        ax.plot(t, values[idx], lw=0.7, color="tab:blue", label="reading")
         flagged = idx[verdicts.anomaly[idx]]
         ax.scatter(
             rows.timestamps[flagged],
-            rows.values[flagged],
+            values[flagged],
             s=14,
             color="red",
             zorder=3,

@@ -16,6 +16,7 @@ import numpy as np
 from streamwatch.data import Rows
 from streamwatch.engine import Engine, Verdicts
 
+# With several targets, value, prediction and scale hold one number per target, joined by ';'.
 COLUMNS = ("index", "timestamp", "stream", "value", "prediction", "scale", "score", "anomaly")
 
 
@@ -40,19 +41,25 @@ def write_scores(path: Path | str, rows: Rows, verdicts: Verdicts) -> None:
     with Path(path).open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
+        values = rows.values.reshape(len(rows), -1)
         for i in range(len(rows)):
             w.writerow(
                 (
                     i,
                     repr(float(rows.timestamps[i])),
                     rows.streams[i],
-                    repr(float(rows.values[i])),
-                    repr(float(verdicts.prediction[i])),
-                    repr(float(verdicts.scale[i])),
+                    _cell(values[i]),
+                    _cell(verdicts.prediction[i]),
+                    _cell(verdicts.scale[i]),
                     f"{verdicts.score[i]:.6f}",
                     int(verdicts.anomaly[i]),
                 )
             )
+
+
+def _cell(values: np.ndarray) -> str:
+    """One number, or the targets of a multivariate model joined by ';'."""
+    return ";".join(repr(float(v)) for v in np.atleast_1d(values))
 
 
 def read_scores(path: Path | str) -> tuple[Rows, np.ndarray, np.ndarray]:
@@ -67,7 +74,7 @@ def read_scores(path: Path | str) -> tuple[Rows, np.ndarray, np.ndarray]:
         for row in reader:
             streams.append(row["stream"])
             ts.append(float(row["timestamp"]))
-            values.append(float(row["value"]))
+            values.append(float(row["value"].split(";", 1)[0]))  # the first target
             scores.append(float(row["score"]))
             flags.append(row["anomaly"] == "1")
     rows = Rows(streams, np.asarray(ts), np.asarray(values))

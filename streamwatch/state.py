@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import Normalizer
 from streamwatch.scoring import N_STATS
 
 
 class StateStore:
-    def __init__(self, state_size: int, capacity: int = 1024, max_streams: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        state_size: int,
+        capacity: int = 1024,
+        max_streams: int = 1_000_000,
+        n_targets: int = 1,
+    ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
         self.state_size = state_size
+        self.n_targets = n_targets
         self.max_streams = max_streams
         self.index: dict[str, int] = {}
         self.evicted_lru = 0
@@ -39,22 +47,28 @@ class StateStore:
         self.ids: list[str | None] = [None] * capacity
         self.free: list[int] = list(range(capacity - 1, -1, -1))  # pop() hands out slot 0 first
         self.state = np.zeros((capacity, self.state_size), np.float32)
-        self.norm = Normalizer.new_stats(capacity)
-        self.pred = np.full((capacity, 2), np.nan)  # forecast (raw units) and its scale
+        self.norm = Normalizer.new_stats(capacity * self.n_targets).reshape(capacity, -1, 3)
+        self.forecast = np.full((capacity, self.n_targets), np.nan)  # next reading, raw units
+        self.scale = np.full((capacity, self.n_targets), np.nan)  # and its predicted scale
         self.scores = np.zeros((capacity, N_STATS))  # the scorer's per-stream statistics
         self.last_seen = np.zeros(capacity)  # wall-clock seconds, from the injected clock
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, **kwargs: int) -> StateStore:
+        """A store shaped for ``spec``: its state size and number of targets."""
+        return cls(spec.state_size, n_targets=len(spec.targets), **kwargs)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def nbytes(self) -> int:
-        arrays = (self.state, self.norm, self.pred, self.scores, self.last_seen)
+        arrays = (self.state, self.norm, self.forecast, self.scale, self.scores, self.last_seen)
         return sum(a.nbytes for a in arrays)
 
     def _grow(self) -> None:
         old = self.capacity
         new = min(old * 2, self.max_streams)
-        for name in ("state", "norm", "pred", "scores", "last_seen"):
+        for name in ("state", "norm", "forecast", "scale", "scores", "last_seen"):
             arr = getattr(self, name)
             grown = np.empty((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
@@ -66,7 +80,8 @@ class StateStore:
     def _reset(self, slot: int) -> None:
         self.state[slot] = 0.0
         self.norm[slot] = 0.0
-        self.pred[slot] = np.nan
+        self.forecast[slot] = np.nan
+        self.scale[slot] = np.nan
         self.scores[slot] = 0.0
 
     def _release(self, slot: int) -> None:

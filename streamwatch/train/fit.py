@@ -68,39 +68,42 @@ class TrainConfig:
 
 @dataclass
 class _Prepared:
-    inputs: torch.Tensor  # (streams, time, features): z of the target, then covariates
-    targets: torch.Tensor  # (streams, time, 1), NaN where no target
+    inputs: torch.Tensor  # (streams, time, features): z of the targets, then covariates
+    targets: torch.Tensor  # (streams, time, targets), NaN where no target
     train_mask: torch.Tensor  # (streams, time) bool
     val_mask: torch.Tensor
     train_end: int  # no training target lies at or after this time index
 
 
-def n_covariates(series: dict[str, np.ndarray]) -> int:
-    """Series are (time,) or (time, 1 + covariates); all streams must agree."""
+def n_columns(series: dict[str, np.ndarray]) -> int:
+    """Series are (time,) or (time, targets + covariates); all streams must agree."""
     widths = {1 if v.ndim == 1 else v.shape[1] for v in series.values()}
     if len(widths) != 1:
         raise ValueError(f"streams disagree on their number of columns: {sorted(widths)}")
-    return widths.pop() - 1
+    return widths.pop()
 
 
-def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig) -> _Prepared:
+def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig, n_targets: int) -> _Prepared:
     names = sorted(series)
-    n_cov = n_covariates(series)
+    width = n_columns(series)
+    if not 1 <= n_targets <= width:
+        raise ValueError(f"{n_targets} targets but the series have {width} columns")
     max_len = max(len(series[n]) for n in names)
-    inputs = np.zeros((len(names), max_len, 1 + n_cov), np.float32)
-    targets = np.full((len(names), max_len), np.nan, np.float32)
+    inputs = np.zeros((len(names), max_len, width), np.float32)
+    targets = np.full((len(names), max_len, n_targets), np.nan, np.float32)
     by_length: dict[int, list[int]] = {}
     for i, n in enumerate(names):
         by_length.setdefault(len(series[n]), []).append(i)
     for length, rows in by_length.items():
         x = np.stack([series[names[i]].reshape(length, -1) for i in rows])  # (rows, T, F)
-        z_in, z_tg = cfg.normalization.sequence(x[:, :, 0])
-        inputs[rows, :length, 0], targets[rows, :length] = z_in, z_tg
-        inputs[rows, :length, 1:] = x[:, :, 1:]  # covariates enter as they are
+        for j in range(n_targets):  # each target has its own running statistics
+            z_in, z_tg = cfg.normalization.sequence(x[:, :, j])
+            inputs[rows, :length, j], targets[rows, :length, j] = z_in, z_tg
+        inputs[rows, :length, n_targets:] = x[:, :, n_targets:]  # covariates enter as they are
     lengths = np.array([len(series[n]) for n in names])
     cut = np.floor(lengths * (1.0 - cfg.val_fraction)).astype(int)
     t = np.arange(max_len)[None, :]
-    has_target = ~np.isnan(targets)
+    has_target = ~np.isnan(targets).any(axis=2)
     # The first readings of a stream normalise against almost nothing: do not learn from them.
     settled = t >= cfg.normalization.warmup
     train_mask = has_target & settled & (t < cut[:, None])
@@ -109,7 +112,7 @@ def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig) -> _Prepared:
         raise ValueError("training data too short: no steps left for training or validation")
     return _Prepared(
         torch.from_numpy(inputs),
-        torch.from_numpy(targets)[..., None],
+        torch.from_numpy(targets),
         torch.from_numpy(train_mask),
         torch.from_numpy(val_mask),
         int(cut.max()),
@@ -120,8 +123,8 @@ def _nll(
     mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     y = torch.where(mask[..., None], y, mu.detach())  # masked steps contribute 0 error
-    per_step = torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2
-    return (per_step[..., 0] * mask).sum() / mask.sum().clamp(min=1)
+    per_step = (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean(dim=-1)
+    return (per_step * mask).sum() / mask.sum().clamp(min=1)
 
 
 def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[str, Any]:
@@ -132,11 +135,11 @@ def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[
         mu, sigma = mu.cpu(), sigma.cpu()
     mask = data.val_mask
     nll = float(_nll(mu, sigma, data.targets, mask))
-    err = ((data.targets - mu) / sigma)[..., 0][mask].numpy().astype(np.float64)
+    err = ((data.targets - mu) / sigma)[mask].numpy().astype(np.float64).reshape(-1)
     abs_err = np.abs(err)
-    mae = float(torch.abs(data.targets - mu)[..., 0][mask].mean())
-    naive = data.inputs[..., 0]  # "next equals this one", in the same z units
-    naive_mae = float(torch.abs(data.targets[..., 0] - naive)[mask].mean())
+    mae = float(torch.abs(data.targets - mu)[mask].mean())
+    naive = data.inputs[..., : data.targets.shape[2]]  # "next equals this one", z units
+    naive_mae = float(torch.abs(data.targets - naive)[mask].mean())
     return {
         "val_nll": nll,
         "val_mae_z": mae,
@@ -150,23 +153,29 @@ def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[
     }
 
 
-def fit(series: dict[str, np.ndarray], cfg: TrainConfig) -> tuple[Forecaster, dict[str, Any]]:
-    """Train on ``series`` (stream -> readings); return the best model and its metrics."""
+def fit(
+    series: dict[str, np.ndarray], cfg: TrainConfig, n_targets: int = 1
+) -> tuple[Forecaster, dict[str, Any]]:
+    """Train on ``series`` (stream -> readings, the first ``n_targets`` columns predicted, the
+    rest covariates); return the best model and its metrics."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
-    data = _prepare(series, cfg)
+    data = _prepare(series, cfg, n_targets)
     n_streams = data.inputs.shape[0]
     n_features = data.inputs.shape[2]
-    model = Forecaster(n_features, 1, cfg.hidden_size, cfg.layers, cfg.dropout).to(device)
+    model = Forecaster(n_features, n_targets, cfg.hidden_size, cfg.layers, cfg.dropout)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     log.info(
-        "training on %d streams (%d covariates), %d training and %d validation steps, device %s",
+        "training on %d streams (%d target(s), %d covariates), %d training and %d validation "
+        "steps, device %s",
         n_streams,
-        n_features - 1,
+        n_targets,
+        n_features - n_targets,
         int(data.train_mask.sum()),
         int(data.val_mask.sum()),
         device,
@@ -237,12 +246,14 @@ def train_artifact(
     cfg: TrainConfig,
     out_dir: Path | str,
     feature_names: tuple[str, ...] | None = None,
+    n_targets: int = 1,
 ) -> ModelSpec:
     """Fit, export, calibrate and write ``out_dir``; return the written spec.
 
-    ``feature_names`` names the target then each covariate (default: value, covariate_1, ...).
+    ``feature_names`` names the targets then each covariate (default: value or value_1 ...,
+    then covariate_1, ...).
     """
-    model, metrics = fit(series, cfg)
+    model, metrics = fit(series, cfg, n_targets)
     onnx_bytes = export_onnx(model)
     digest = sha256_bytes(onnx_bytes)
     created = datetime.now(timezone.utc).replace(microsecond=0)
@@ -255,14 +266,16 @@ def train_artifact(
     train_cfg = asdict(cfg)
     train_cfg.pop("normalization")
     if feature_names is None:
-        feature_names = ("value", *(f"covariate_{i}" for i in range(1, model.n_features)))
+        targets = ("value",) if n_targets == 1 else tuple(f"value_{i}" for i in range(n_targets))
+        covariates = tuple(f"covariate_{i}" for i in range(1, model.n_features - n_targets + 1))
+        feature_names = (*targets, *covariates)
     if len(feature_names) != model.n_features:
         raise ValueError(f"{len(feature_names)} feature names for {model.n_features} features")
     spec = ModelSpec(
         name=cfg.name,
         version=f"{created:%Y%m%d%H%M%S}-{digest[:8]}",
         features=tuple(feature_names),
-        targets=(feature_names[0],),
+        targets=tuple(feature_names[:n_targets]),
         layers=cfg.layers,
         hidden_size=cfg.hidden_size,
         normalization=cfg.normalization,

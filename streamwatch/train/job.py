@@ -4,7 +4,7 @@
 
     data:
       paths: [history.csv]
-      target: 0            # column of .npy files
+      targets: [0]         # .npy: the predicted column(s); several make a multivariate model
       covariates: false    # .npy: the other columns come along as covariates
     out: models/mine
     train:
@@ -28,12 +28,14 @@ from streamwatch.train.fit import TrainConfig
 @dataclass(frozen=True)
 class DataConfig:
     paths: tuple[str, ...]
-    target: int = 0
+    targets: tuple[int, ...] = (0,)
     covariates: bool = False
 
     def check(self, path: str) -> None:
         if not self.paths:
             raise ConfigError(f"{path}.paths", "at least one data file is required")
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"{path}.targets", "distinct column numbers, at least one")
 
 
 @dataclass(frozen=True)
