@@ -333,11 +333,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from streamwatch import config
     from streamwatch.daemon import Daemon
     from streamwatch.engine import Engine
+    from streamwatch.http import Health, serve
     from streamwatch.metrics import Metrics
     from streamwatch.model import load_model
     from streamwatch.sinks.kafka import KafkaSink
@@ -370,9 +371,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    server, _thread = start_http_server(cfg.metrics.port, cfg.metrics.host, registry=registry)
+    health = Health(stale_after=cfg.metrics.liveness_seconds)
+    server = serve(cfg.metrics.host, cfg.metrics.port, registry, health)
     port = server.server_address[1]
-    log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", cfg.metrics.host, port)
     engine = Engine(
         model,
         StateStore.for_model(spec, max_streams=cfg.state.max_streams),
@@ -386,7 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         server.shutdown()
         return 1
-    daemon = Daemon(cfg, source, sink, engine, spec, metrics)
+    daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health)
     interrupts = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -112,8 +112,10 @@ class StateConfig:
 class MetricsConfig:
     host: str = "0.0.0.0"
     port: int = 9108
+    liveness_seconds: float = 60.0  # /healthz fails when the loop has not run for this long
 
     def check(self, path: str) -> None:
+        _positive(path, "liveness_seconds", self.liveness_seconds)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", "must be in 0..65535 (0: any free port)")
 

@@ -18,6 +18,7 @@ from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine
 from streamwatch.errors import DecodeError
+from streamwatch.http import Health
 from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.records import Outgoing, Record
@@ -39,9 +40,12 @@ class Daemon:
         spec: ModelSpec,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        health: Health | None = None,
     ) -> None:
         self.cfg, self.source, self.sink, self.engine = cfg, source, sink, engine
         self.spec, self.metrics, self.clock = spec, metrics, clock
+        self.health = health or Health()
+        self.health.model_loaded = self.health.state_ready = True
         i = cfg.input
         self.format = MessageFormat(
             i.stream_field,
@@ -81,6 +85,8 @@ class Daemon:
         """Poll and process one batch; return how many records it held."""
         records = self.source.poll(self.cfg.kafka.poll_timeout_ms)
         now = self.clock()
+        self.health.beat()
+        self.health.partitions_assigned = bool(self.source.assignment())
         self.metrics.last_poll.set(now)
         if now - self._last_idle_sweep >= IDLE_SWEEP_SECONDS:
             self._last_idle_sweep = now

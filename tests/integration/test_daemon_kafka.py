@@ -191,6 +191,9 @@ metrics:
         assert _metric(port, "streamwatch_dead_letters_total", 'reason="bad_utf8"') == 1
         assert _metric(port, "streamwatch_dead_letters_total", 'reason="bad_value"') == 1
         assert _metric(port, "streamwatch_active_streams") == N_STREAMS
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                assert r.status == 200 and json.loads(r.read())["ok"] is True
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.output()
