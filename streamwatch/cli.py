@@ -328,8 +328,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
         return ConfigError.exit_code
-    print(f"{args.config}: ok (input {','.join(cfg.kafka.input_topics)}, model {cfg.model.path})")
+    source = f"topics {','.join(cfg.kafka.input_topics)}" if cfg.kafka else f"file {cfg.input.path}"
+    print(f"{args.config}: ok (input {source}, model {cfg.model.path})")
     return 0
+
+
+def _check_mapping(cfg: Any, spec: Any) -> None:
+    """The message fields must feed the model's inputs one for one."""
+    n_t = len(spec.targets)
+    covs = spec.features[n_t:]
+    if len(cfg.input.value_fields) != n_t:
+        raise ConfigError(
+            "input.value_fields",
+            f"model {spec.name} predicts {n_t} value(s) ({', '.join(spec.targets)}); "
+            f"{len(cfg.input.value_fields)} field(s) mapped",
+        )
+    if len(cfg.input.covariate_fields) != len(covs):
+        raise ConfigError(
+            "input.covariate_fields",
+            f"model {spec.name} takes {len(covs)} covariate(s) ({', '.join(covs) or 'none'}); "
+            f"{len(cfg.input.covariate_fields)} field(s) mapped",
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -341,8 +360,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamwatch.http import Health, serve
     from streamwatch.metrics import Metrics
     from streamwatch.model import load_model
-    from streamwatch.sinks.kafka import KafkaSink
-    from streamwatch.sources.kafka import KafkaSource
+    from streamwatch.sinks import Sink
+    from streamwatch.sinks.file import FileSink
+    from streamwatch.sources import Source
+    from streamwatch.sources.file import FileSource
     from streamwatch.state import StateStore
 
     try:
@@ -357,14 +378,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("model refused: %s", exc)
         return 1
     spec = model.spec
-    if len(spec.features) > 1:
-        # Covariates would have to come from message fields; the input mapping has none yet.
-        log.error(
-            "model.path: model %s takes covariates %s, which the daemon cannot read from "
-            "messages yet; serve a univariate model",
-            spec.name,
-            ", ".join(spec.features[1:]),
-        )
+    try:
+        _check_mapping(cfg, spec)
+    except ConfigError as exc:
+        log.error("bad config %s: %s", args.config, exc)
         return ConfigError.exit_code
     log.info(
         "model %s version %s (LSTM %dx%d)", spec.name, spec.version, spec.layers, spec.hidden_size
@@ -381,10 +398,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.scoring.scorer(),
         max_rows=cfg.model.max_rows,
     )
+    source: Source
+    sink: Sink
     try:
-        source = KafkaSource(cfg.kafka)
-        sink = KafkaSink(cfg.kafka.bootstrap_servers, cfg.kafka.client_id)
-    except SourceError as exc:
+        if cfg.kafka is not None and cfg.input.source == "kafka":
+            from streamwatch.sinks.kafka import KafkaSink
+            from streamwatch.sources.kafka import KafkaSource
+
+            source = KafkaSource(cfg.kafka)
+            sink = KafkaSink(cfg.kafka.bootstrap_servers, cfg.kafka.client_id)
+        else:
+            source = FileSource(cfg.input.path, cfg.input.batch_size)
+            sink = FileSink(
+                cfg.outputs.path, cfg.outputs.dead_letter_path, cfg.outputs.dead_letter_topic
+            )
+    except (SourceError, OSError) as exc:
         log.error("%s", exc)
         server.shutdown()
         return 1

@@ -2,12 +2,17 @@
 
 A message is a JSON object such as ``{"stream": "host-1.cpu", "ts": 1700000000.0,
 "value": 0.73}``.  The stream id may come from the record key instead, and the timestamp
-(epoch seconds) from the record.  Anything Python's json would accept but that is not a finite
-number where a number belongs (``NaN`` literals, ``1e400``, booleans) is refused.
+(epoch seconds) from the record.  A multivariate model reads several value fields, and a
+model with covariates reads those fields too.  Anything Python's json would accept but that
+is not a finite number where a number belongs (``NaN`` literals, ``1e400``, booleans) is
+refused.
 
 >>> m = MessageFormat()
 >>> m.decode(b'{"stream": "a", "ts": 10, "value": 2.5}', key=None, record_ts=None)
-('a', 10.0, 2.5)
+('a', 10.0, (2.5,), ())
+>>> MessageFormat(value_fields=("cpu", "mem"), covariate_fields=("deploying",)).decode(
+...     b'{"stream": "h1", "ts": 10, "cpu": 0.5, "mem": 0.25, "deploying": 1}', None, None)
+('h1', 10.0, (0.5, 0.25), (1.0,))
 >>> m.decode(b'{"stream": "a", "value": NaN}', key=None, record_ts=None)
 Traceback (most recent call last):
 ...
@@ -47,19 +52,20 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 @dataclass(frozen=True)
 class MessageFormat:
-    """Where the stream id, timestamp and value live in a message."""
+    """Where the stream id, timestamp, values and covariates live in a message."""
 
     stream_field: str = "stream"
     timestamp_field: str = "ts"
-    value_field: str = "value"
+    value_fields: tuple[str, ...] = ("value",)
+    covariate_fields: tuple[str, ...] = ()
     stream_from_key: bool = False  # use the record key (UTF-8) as the stream id
     max_message_bytes: int = 65536
     max_stream_id_length: int = 256
 
     def decode(
         self, value: bytes | None, key: bytes | None, record_ts: float | None
-    ) -> tuple[str, float, float]:
-        """One message -> (stream id, timestamp in epoch seconds, reading)."""
+    ) -> tuple[str, float, tuple[float, ...], tuple[float, ...]]:
+        """One message -> (stream id, timestamp in epoch seconds, values, covariates)."""
         if value is None:
             raise DecodeError("not_object", "empty message (tombstone)")
         if len(value) > self.max_message_bytes:
@@ -76,7 +82,12 @@ class MessageFormat:
             raise DecodeError("bad_json", "nested too deeply") from None
         if not isinstance(obj, dict):
             raise DecodeError("not_object", f"top level is {type(obj).__name__}")
-        return self._stream(obj, key), self._timestamp(obj, record_ts), self._value(obj)
+        return (
+            self._stream(obj, key),
+            self._timestamp(obj, record_ts),
+            tuple(_number(obj, f) for f in self.value_fields),
+            tuple(_number(obj, f) for f in self.covariate_fields),
+        )
 
     def _stream(self, obj: dict[str, Any], key: bytes | None) -> str:
         if self.stream_from_key:
@@ -109,22 +120,24 @@ class MessageFormat:
             raise DecodeError("bad_timestamp", f"{self.timestamp_field!r} is not a finite number")
         return float(ts)
 
-    def _value(self, obj: dict[str, Any]) -> float:
-        if self.value_field not in obj:
-            raise DecodeError("missing_value", f"no field {self.value_field!r}")
-        v = obj[self.value_field]
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise DecodeError("bad_value", f"{self.value_field!r} is {type(v).__name__}")
-        try:
-            x = float(v)
-        except OverflowError:  # a huge integer literal
-            raise DecodeError("non_finite", f"{self.value_field!r} overflows a double") from None
-        if not math.isfinite(x):
-            raise DecodeError("non_finite", f"{self.value_field!r} is {x}")
-        return x
-
     def encode(self, stream: str, ts: float, value: float) -> bytes:
+        """A univariate message in this format (for producers and tests)."""
         return json.dumps(
-            {self.stream_field: stream, self.timestamp_field: ts, self.value_field: value},
+            {self.stream_field: stream, self.timestamp_field: ts, self.value_fields[0]: value},
             separators=(",", ":"),
         ).encode()
+
+
+def _number(obj: dict[str, Any], name: str) -> float:
+    if name not in obj:
+        raise DecodeError("missing_value", f"no field {name!r}")
+    v = obj[name]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise DecodeError("bad_value", f"{name!r} is {type(v).__name__}")
+    try:
+        x = float(v)
+    except OverflowError:  # a huge integer literal
+        raise DecodeError("non_finite", f"{name!r} overflows a double") from None
+    if not math.isfinite(x):
+        raise DecodeError("non_finite", f"{name!r} is {x}")
+    return x

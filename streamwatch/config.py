@@ -47,14 +47,23 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
+    source: str = "kafka"  # or "file": JSON lines from ``path`` ("-": standard input)
+    path: str = "-"
+    batch_size: int = 2000  # file source: lines per engine batch
     stream_field: str = "stream"
     timestamp_field: str = "ts"
-    value_field: str = "value"
+    value_fields: tuple[str, ...] = ("value",)  # one per model target, in the model's order
+    covariate_fields: tuple[str, ...] = ()  # one per model covariate, in the model's order
     stream_from_key: bool = False
     max_message_bytes: int = 65536
     max_stream_id_length: int = 256
 
     def check(self, path: str) -> None:
+        if self.source not in ("kafka", "file"):
+            raise ConfigError(f"{path}.source", "must be 'kafka' or 'file'")
+        if not self.value_fields:
+            raise ConfigError(f"{path}.value_fields", "at least one field is required")
+        _positive(path, "batch_size", self.batch_size)
         _positive(path, "max_message_bytes", self.max_message_bytes)
         _positive(path, "max_stream_id_length", self.max_stream_id_length)
 
@@ -95,7 +104,9 @@ class ScoringConfig:
 class OutputsConfig:
     anomalies_topic: str = "anomalies"
     dead_letter_topic: str = "streamwatch-dead-letters"
-    scores_topic: str | None = None
+    scores_topic: str | None = None  # every verdict, not only anomalies
+    path: str = "-"  # file source: anomaly (and score) lines go here ("-": standard output)
+    dead_letter_path: str = "-"  # file source: dead letters go here ("-": standard error)
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    kafka: KafkaConfig
+    kafka: KafkaConfig | None = None  # required when input.source is kafka
     input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -142,6 +153,10 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def check(self, path: str) -> None:
+        if self.input.source == "kafka" and self.kafka is None:
+            raise ConfigError("kafka", "required key is missing (input.source is kafka)")
 
 
 def _positive(path: str, key: str, value: float) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
-from streamwatch.engine import Engine
+from streamwatch.engine import Engine, Verdicts
 from streamwatch.errors import DecodeError
 from streamwatch.http import Health
 from streamwatch.metrics import Metrics
@@ -50,11 +50,13 @@ class Daemon:
         self.format = MessageFormat(
             i.stream_field,
             i.timestamp_field,
-            i.value_field,
+            i.value_fields,
+            i.covariate_fields,
             i.stream_from_key,
             i.max_message_bytes,
             i.max_stream_id_length,
         )
+        self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 0
         self.running = False
         self.batches = 0
         self._last_idle_sweep = clock()
@@ -66,15 +68,15 @@ class Daemon:
     def run(self, max_polls: int | None = None) -> None:
         self.running = True
         polls = 0
-        log.info(
-            "consuming %s as group %s",
-            ",".join(self.cfg.kafka.input_topics),
-            self.cfg.kafka.group_id,
-        )
+        if self.cfg.kafka:
+            topics = ",".join(self.cfg.kafka.input_topics)
+            log.info("consuming %s as group %s", topics, self.cfg.kafka.group_id)
         try:
             while self.running and (max_polls is None or polls < max_polls):
-                self.run_once()
+                n = self.run_once()
                 polls += 1
+                if not n and getattr(self.source, "exhausted", False):
+                    break  # a file source at its end
         finally:
             self.sink.flush(30.0)
             self.source.close()
@@ -83,7 +85,7 @@ class Daemon:
 
     def run_once(self) -> int:
         """Poll and process one batch; return how many records it held."""
-        records = self.source.poll(self.cfg.kafka.poll_timeout_ms)
+        records = self.source.poll(self.poll_timeout_ms)
         now = self.clock()
         self.health.beat()
         self.health.partitions_assigned = bool(self.source.assignment())
@@ -102,52 +104,43 @@ class Daemon:
 
         good: list[int] = []
         streams: list[str] = []
-        values: list[float] = []
+        values: list[tuple[float, ...]] = []
+        covariates: list[tuple[float, ...]] = []
         stamps: list[float] = []
         oldest_ts = np.inf
         for i, rec in enumerate(records):
             try:
-                stream, ts, value = self.format.decode(rec.value, rec.key, rec.timestamp / 1000.0)
+                stream, ts, vals, covs = self.format.decode(
+                    rec.value, rec.key, rec.timestamp / 1000.0
+                )
             except DecodeError as err:
                 self._dead_letter(rec, err)
                 continue
             good.append(i)
             streams.append(stream)
-            values.append(value)
+            values.append(vals)
+            covariates.append(covs)
             stamps.append(ts)
             oldest_ts = min(oldest_ts, rec.timestamp / 1000.0)
 
         if good:
             lru_before = self.engine.store.evicted_lru
-            verdicts = self.engine.process(streams, np.asarray(values), now)
+            cov = np.asarray(covariates, np.float64) if self.format.covariate_fields else None
+            verdicts = self.engine.process(streams, np.asarray(values), now, covariates=cov)
             lru = self.engine.store.evicted_lru - lru_before
             self.metrics.evictions.labels(reason="capacity").inc(lru)
             flagged = np.flatnonzero(verdicts.anomaly)
+            outputs = self.cfg.outputs
             for j in flagged.tolist():
-                rec = records[good[j]]
-                event = {
-                    "stream": streams[j],
-                    "ts": stamps[j],
-                    "value": values[j],
-                    "prediction": float(verdicts.prediction[j, 0]),
-                    "scale": float(verdicts.scale[j, 0]),
-                    "score": float(verdicts.score[j]),
-                    "threshold": self.engine.scorer.threshold,
-                    "model": self.spec.name,
-                    "model_version": self.spec.version,
-                    "topic": rec.topic,
-                    "partition": rec.partition,
-                    "offset": rec.offset,
-                }
-                self.sink.send(
-                    Outgoing(
-                        self.cfg.outputs.anomalies_topic,
-                        streams[j].encode(),
-                        json.dumps(event, separators=(",", ":")).encode(),
-                    )
-                )
+                event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
+                self.sink.send(Outgoing(outputs.anomalies_topic, streams[j].encode(), event))
             self.metrics.anomalies.inc(len(flagged))
             self.metrics.produced.labels(kind="anomaly").inc(len(flagged))
+            if outputs.scores_topic:
+                for j in range(len(good)):
+                    event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
+                    self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
+                self.metrics.produced.labels(kind="score").inc(len(good))
 
         self.sink.flush(30.0)
         self.source.commit(_next_offsets(records))
@@ -158,6 +151,43 @@ class Daemon:
         self.metrics.active_streams.set(len(self.engine.store))
         self.metrics.state_bytes.set(self.engine.store.nbytes())
         return len(records)
+
+    def _event(
+        self,
+        j: int,
+        rec: Record,
+        streams: list[str],
+        stamps: list[float],
+        values: list[tuple[float, ...]],
+        verdicts: Verdicts,
+    ) -> bytes:
+        """One verdict as JSON: scalars for a univariate model, objects keyed by value field
+        for a multivariate one."""
+        fields = self.format.value_fields
+        if len(fields) == 1:
+            value: object = values[j][0]
+            prediction: object = float(verdicts.prediction[j, 0])
+            scale: object = float(verdicts.scale[j, 0])
+        else:
+            value = dict(zip(fields, values[j], strict=True))
+            prediction = dict(zip(fields, verdicts.prediction[j].tolist(), strict=True))
+            scale = dict(zip(fields, verdicts.scale[j].tolist(), strict=True))
+        event = {
+            "stream": streams[j],
+            "ts": stamps[j],
+            "value": value,
+            "prediction": prediction,
+            "scale": scale,
+            "score": float(verdicts.score[j]),
+            "anomaly": bool(verdicts.anomaly[j]),
+            "threshold": self.engine.scorer.threshold,
+            "model": self.spec.name,
+            "model_version": self.spec.version,
+            "topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+        }
+        return json.dumps(event, separators=(",", ":")).encode()
 
     def _dead_letter(self, rec: Record, err: DecodeError) -> None:
         log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)

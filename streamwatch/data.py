@@ -168,7 +168,7 @@ def _read_jsonl(path: Path, streams: list[str], stamps: list[float], values: lis
             if not line.strip():
                 continue
             try:
-                stream, ts, value = fmt.decode(line.strip(), key=None, record_ts=float(lineno))
+                stream, ts, (value,), _ = fmt.decode(line.strip(), None, float(lineno))
             except DecodeError as exc:
                 raise DataError(f"{path}:{lineno}: {exc}") from None
             streams.append(stream)

@@ -9,16 +9,16 @@ FMT = MessageFormat(max_message_bytes=200, max_stream_id_length=8)
 
 
 def test_decodes_a_reading() -> None:
-    assert FMT.decode(b'{"stream":"a","ts":1.5,"value":-3}', None, None) == ("a", 1.5, -3.0)
+    assert FMT.decode(b'{"stream":"a","ts":1.5,"value":-3}', None, None) == ("a", 1.5, (-3.0,), ())
 
 
 def test_timestamp_falls_back_to_record_time() -> None:
-    assert FMT.decode(b'{"stream":"a","value":1}', None, 99.0) == ("a", 99.0, 1.0)
+    assert FMT.decode(b'{"stream":"a","value":1}', None, 99.0) == ("a", 99.0, (1.0,), ())
 
 
 def test_stream_from_key() -> None:
     fmt = MessageFormat(stream_from_key=True)
-    assert fmt.decode(b'{"value":1,"ts":2}', b"k1", None) == ("k1", 2.0, 1.0)
+    assert fmt.decode(b'{"value":1,"ts":2}', b"k1", None) == ("k1", 2.0, (1.0,), ())
     with pytest.raises(DecodeError) as err:
         fmt.decode(b'{"value":1,"ts":2}', None, None)
     assert err.value.reason == "missing_stream"
@@ -62,4 +62,22 @@ def test_huge_integer_is_non_finite() -> None:
 
 def test_encode_round_trips() -> None:
     fmt = MessageFormat()
-    assert fmt.decode(fmt.encode("s1", 12.25, 0.1), None, None) == ("s1", 12.25, 0.1)
+    assert fmt.decode(fmt.encode("s1", 12.25, 0.1), None, None) == ("s1", 12.25, (0.1,), ())
+
+
+def test_several_values_and_covariates() -> None:
+    fmt = MessageFormat(value_fields=("a", "b"), covariate_fields=("c",))
+    assert fmt.decode(b'{"stream":"s","ts":1,"a":1,"b":2,"c":0}', None, None) == (
+        "s",
+        1.0,
+        (1.0, 2.0),
+        (0.0,),
+    )
+    for raw, reason in [
+        (b'{"stream":"s","ts":1,"a":1,"c":0}', "missing_value"),
+        (b'{"stream":"s","ts":1,"a":1,"b":2}', "missing_value"),
+        (b'{"stream":"s","ts":1,"a":1,"b":2,"c":"x"}', "bad_value"),
+    ]:
+        with pytest.raises(DecodeError) as err:
+            fmt.decode(raw, None, None)
+        assert err.value.reason == reason

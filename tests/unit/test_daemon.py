@@ -130,3 +130,68 @@ def test_run_stops_and_closes(model_dir: Path) -> None:
     daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
     daemon.run(max_polls=5)
     assert source.closed
+
+
+def test_multivariate_messages_with_covariates(tmp_path: Path) -> None:
+    """Several value fields and a covariate field feed a two-target model with a covariate."""
+    import torch
+
+    from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
+    from streamwatch.normalize import Normalizer
+    from streamwatch.train.export import export_onnx
+    from streamwatch.train.module import Forecaster
+
+    torch.manual_seed(0)
+    data = export_onnx(Forecaster(3, 2, 8, 1).eval())
+    spec = ModelSpec(
+        "mv",
+        "1",
+        ("cpu", "mem", "deploying"),
+        ("cpu", "mem"),
+        1,
+        8,
+        Normalizer(),
+        sha256_bytes(data),
+    )
+    write_artifact(tmp_path / "mv", spec, data)
+    model = load_model(tmp_path / "mv")
+    cfg = parse(
+        {
+            "kafka": {"bootstrap_servers": "x", "input_topics": ["in"]},
+            "input": {"value_fields": ["cpu", "mem"], "covariate_fields": ["deploying"]},
+            "outputs": {"scores_topic": "scores"},
+        }
+    )
+    records = [
+        Record(
+            "in",
+            0,
+            i,
+            0,
+            b"h1",
+            json.dumps(
+                {"stream": "h1", "ts": i, "cpu": 0.5 + 0.01 * (i % 7), "mem": 0.3, "deploying": 0}
+            ).encode(),
+        )
+        for i in range(30)
+    ]
+    records.append(Record("in", 0, 30, 0, b"h1", b'{"stream":"h1","ts":30,"cpu":0.5}'))
+    sink = MemorySink()
+    daemon = Daemon(
+        cfg,
+        MemorySource(records),
+        sink,
+        Engine(model, StateStore.for_model(model.spec), cfg.scoring.scorer()),
+        model.spec,
+        Metrics(CollectorRegistry()),
+    )
+    daemon.run_once()
+    scores = [json.loads(m.value) for m in sink.topic("scores")]
+    assert len(scores) == 30
+    assert set(scores[-1]["value"]) == {"cpu", "mem"} and set(scores[-1]["prediction"]) == {
+        "cpu",
+        "mem",
+    }
+    assert dict(sink.topic("streamwatch-dead-letters")[0].headers)["streamwatch.reason"] == (
+        b"missing_value"
+    )

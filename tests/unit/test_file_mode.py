@@ -1,0 +1,88 @@
+"""`streamwatch run` with the file source and sink: JSON lines in, verdicts out, no broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from streamwatch.codec import MessageFormat
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "models/example"
+
+
+def _lines(n: int = 700, spike_at: int = 600) -> list[bytes]:
+    fmt = MessageFormat()
+    out = []
+    for i in range(n):
+        for s, level in (("a", 100.0), ("b", 5.0)):
+            x = level * (1 + 0.2 * np.sin(2 * np.pi * i / 288)) + 0.001 * level * np.cos(i)
+            if i == spike_at and s == "a":
+                x += 50.0
+            out.append(fmt.encode(s, 1.7e9 + 300.0 * i, float(x)))
+    return out
+
+
+def _config(tmp_path: Path, **input_extra: object) -> Path:
+    extra = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in input_extra.items())
+    cfg = tmp_path / "file.yaml"
+    cfg.write_text(
+        f'input:\n  source: file\n  path: "{tmp_path / "in.jsonl"}"\n{extra}'
+        f'model:\n  path: "{EXAMPLE}"\n'
+        f'outputs:\n  path: "{tmp_path / "out.jsonl"}"\n'
+        f'  dead_letter_path: "{tmp_path / "dead.jsonl"}"\n'
+        "metrics:\n  host: 127.0.0.1\n  port: 0\n"
+    )
+    return cfg
+
+
+def _run(cfg: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_file_in_verdicts_out_dead_letters_aside(tmp_path: Path) -> None:
+    lines = _lines()
+    lines.insert(5, b"{broken")
+    lines.insert(9, b'{"stream":"a","ts":1,"value":"high"}')
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    r = _run(_config(tmp_path))
+    assert r.returncode == 0, r.stderr.decode()
+    events = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert ("a", 1.7e9 + 300.0 * 600) in {(e["stream"], e["ts"]) for e in events}
+    assert all(e["anomaly"] for e in events)
+    dead = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(d["dead_letter"], d["line"]) for d in dead] == [("bad_json", 6), ("bad_value", 10)]
+    assert dead[0]["value"] == "{broken"
+
+
+def test_stdin_to_stdout_with_every_verdict(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    text = cfg.read_text().replace(f'"{tmp_path / "in.jsonl"}"', '"-"')
+    text = text.replace(f'"{tmp_path / "out.jsonl"}"', '"-"')
+    text = text.replace("outputs:\n", "outputs:\n  scores_topic: scores\n")
+    cfg.write_text(text)
+    lines = _lines(n=400)
+    r = _run(cfg, stdin=b"\n".join(lines) + b"\n")
+    assert r.returncode == 0, r.stderr.decode()
+    out = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert len(out) == len(lines)  # every verdict (and no anomaly: nothing to flag here)
+    assert {e["stream"] for e in out} == {"a", "b"}
+    assert all(e["score"] == 0.0 for e in out[:100])  # warm-up
+
+
+def test_fields_must_match_the_model(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(b"")
+    r = _run(_config(tmp_path, value_fields=["cpu", "mem"]))
+    assert r.returncode == 78
+    assert b"input.value_fields: model example predicts 1 value(s) (value); 2 field(s)" in r.stderr
+    r = _run(_config(tmp_path, covariate_fields=["deploying"]))
+    assert r.returncode == 78
+    assert b"input.covariate_fields: model example takes 0 covariate(s)" in r.stderr
