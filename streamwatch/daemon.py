@@ -102,30 +102,15 @@ class Daemon:
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
 
-        good: list[int] = []
-        streams: list[str] = []
-        values: list[tuple[float, ...]] = []
-        covariates: list[tuple[float, ...]] = []
-        stamps: list[float] = []
-        oldest_ts = np.inf
-        for i, rec in enumerate(records):
-            try:
-                stream, ts, vals, covs = self.format.decode(
-                    rec.value, rec.key, rec.timestamp / 1000.0
-                )
-            except DecodeError as err:
-                self._dead_letter(rec, err)
-                continue
-            good.append(i)
-            streams.append(stream)
-            values.append(vals)
-            covariates.append(covs)
-            stamps.append(ts)
-            oldest_ts = min(oldest_ts, rec.timestamp / 1000.0)
+        batch = self.format.decode_batch(records)
+        for i, err in batch.errors:
+            self._dead_letter(records[i], err)
+        good, streams, stamps, values = batch.index, batch.streams, batch.timestamps, batch.values
+        oldest_ts = min((records[i].timestamp for i in good), default=None)
 
         if good:
             lru_before = self.engine.store.evicted_lru
-            cov = np.asarray(covariates, np.float64) if self.format.covariate_fields else None
+            cov = np.asarray(batch.covariates, np.float64) if self.format.covariate_fields else None
             verdicts = self.engine.process(streams, np.asarray(values), now, covariates=cov)
             lru = self.engine.store.evicted_lru - lru_before
             self.metrics.evictions.labels(reason="capacity").inc(lru)
@@ -146,8 +131,8 @@ class Daemon:
         self.source.commit(_next_offsets(records))
         self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        if np.isfinite(oldest_ts):
-            self.metrics.end_to_end_seconds.observe(max(0.0, self.clock() - oldest_ts))
+        if oldest_ts is not None:
+            self.metrics.end_to_end_seconds.observe(max(0.0, self.clock() - oldest_ts / 1000.0))
         self.metrics.active_streams.set(len(self.engine.store))
         self.metrics.state_bytes.set(self.engine.store.nbytes())
         return len(records)

@@ -38,10 +38,9 @@ class KafkaSource:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
         out: list[Record] = []
         for records in batches.values():
-            out.extend(
-                Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                for r in records
-            )
+            # kafka-python's ConsumerRecord has Record's fields under the same names: pass
+            # them on as they are rather than copy a million objects a second.
+            out.extend(records)
         return out
 
     def commit(self, offsets: Offsets) -> None:

@@ -81,3 +81,59 @@ def test_several_values_and_covariates() -> None:
         with pytest.raises(DecodeError) as err:
             fmt.decode(raw, None, None)
         assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        MessageFormat(),
+        MessageFormat(stream_from_key=True, max_stream_id_length=8),
+        MessageFormat(value_fields=("a", "b"), covariate_fields=("c",)),
+    ],
+)
+def test_batch_decoding_agrees_with_one_by_one(fmt: MessageFormat) -> None:
+    """decode_batch has an inline fast path; it must accept and refuse exactly as decode."""
+    from types import SimpleNamespace
+
+    corpus = [
+        b'{"stream":"a","ts":1,"value":2.5}',
+        b' {"stream":"a","ts":1,"value":2.5} ',
+        b'{"stream":"a","value":2.5}',
+        b'{"stream":"a","ts":1,"value":2}',
+        b'{"stream":"a","ts":1,"value":1e400}',
+        b'{"stream":"a","ts":1,"value":NaN}',
+        b'{"stream":"a","ts":true,"value":1.5}',
+        b'{"stream":"","ts":1,"value":1.5}',
+        b'{"stream":"waytoolongid","ts":1,"value":1.5}',
+        b'{"stream":"a","ts":1,"value":1.5}x',
+        b'{"stream":"a","ts":1,"a":1.5,"b":2.5,"c":0.0}',
+        b"\xff",
+        b"[]",
+        b"",
+        None,
+        b'{"stream":"a","ts":1e999,"value":1.5}',
+        b'{"stream":7,"ts":1,"value":1.5}',
+    ]
+    records = [
+        SimpleNamespace(value=v, key=k, timestamp=5000) for v in corpus for k in (None, b"key1")
+    ]
+    batch = fmt.decode_batch(records)
+    expected_ok, expected_err = [], []
+    for i, r in enumerate(records):
+        try:
+            expected_ok.append((i, fmt.decode(r.value, r.key, 5.0)))
+        except DecodeError as err:
+            expected_err.append((i, err.reason))
+    got_ok = [
+        (i, (s, t, v, c))
+        for i, s, t, v, c in zip(
+            batch.index,
+            batch.streams,
+            batch.timestamps,
+            batch.values,
+            batch.covariates,
+            strict=True,
+        )
+    ]
+    assert got_ok == expected_ok
+    assert [(i, e.reason) for i, e in batch.errors] == expected_err
