@@ -325,6 +325,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     try:
         cfg = config.load(args.config)
+        if cfg.kafka is not None:
+            from streamwatch.sources.kafka import check_extra_settings
+
+            check_extra_settings(cfg.kafka)
+            cfg.kafka.client_settings(os.environ)  # the secrets it names must be set
     except ConfigError as exc:
         print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
         return ConfigError.exit_code
@@ -406,12 +411,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             from streamwatch.sources.kafka import KafkaSource
 
             source = KafkaSource(cfg.kafka)
-            sink = KafkaSink(cfg.kafka.bootstrap_servers, cfg.kafka.client_id)
+            sink = KafkaSink(cfg.kafka.client_settings(os.environ), cfg.kafka.producer)
         else:
             source = FileSource(cfg.input.path, cfg.input.batch_size)
             sink = FileSink(
                 cfg.outputs.path, cfg.outputs.dead_letter_path, cfg.outputs.dead_letter_topic
             )
+    except ConfigError as exc:
+        log.error("bad config %s: %s", args.config, exc)
+        server.shutdown()
+        return ConfigError.exit_code
     except (SourceError, OSError) as exc:
         log.error("%s", exc)
         server.shutdown()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -24,6 +25,42 @@ import yaml
 
 from streamwatch.errors import ConfigError
 from streamwatch.scoring import Scorer
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Settings that carry streamwatch's guarantees (no auto-commit, acks from all replicas) or
+# have their own keys above.
+CONSUMER_RESERVED = frozenset(
+    {
+        "bootstrap_servers",
+        "group_id",
+        "client_id",
+        "enable_auto_commit",
+        "auto_offset_reset",
+        "max_poll_records",
+        "key_deserializer",
+        "value_deserializer",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_password",
+    }
+)
+PRODUCER_RESERVED = frozenset(
+    {
+        "bootstrap_servers",
+        "client_id",
+        "acks",
+        "key_serializer",
+        "value_serializer",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_password",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -35,14 +72,80 @@ class KafkaConfig:
     auto_offset_reset: str = "earliest"
     max_poll_records: int = 2000
     poll_timeout_ms: int = 500
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None  # the *name* of the variable holding the password
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password_env: str | None = None
+    ssl_check_hostname: bool = True
+    consumer: dict[str, Any] = field(default_factory=dict)  # more kafka-python settings
+    producer: dict[str, Any] = field(default_factory=dict)
 
     def check(self, path: str) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"{path}.security_protocol", f"must be one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"{path}.sasl_mechanism",
+                f"{self.security_protocol} needs one of {', '.join(SASL_MECHANISMS)}",
+            )
+        if sasl and not (self.sasl_username and self.sasl_password_env):
+            raise ConfigError(
+                f"{path}.sasl_username" if not self.sasl_username else f"{path}.sasl_password_env",
+                f"{self.security_protocol} needs sasl_username and sasl_password_env",
+            )
+        for section, reserved in (
+            ("consumer", CONSUMER_RESERVED),
+            ("producer", PRODUCER_RESERVED),
+        ):
+            for key in getattr(self, section):
+                if key in reserved:
+                    raise ConfigError(
+                        f"{path}.{section}.{key}", "set by streamwatch itself; not configurable"
+                    )
         if not self.input_topics:
             raise ConfigError(f"{path}.input_topics", "at least one topic is required")
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError(f"{path}.auto_offset_reset", "must be 'earliest' or 'latest'")
         _positive(path, "max_poll_records", self.max_poll_records)
         _positive(path, "poll_timeout_ms", self.poll_timeout_ms)
+
+    def client_settings(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """kafka-python settings shared by consumer and producer, secrets read from
+        ``environ`` (never stored in the config, never logged)."""
+        out: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL_"):
+            out["sasl_mechanism"] = self.sasl_mechanism
+            out["sasl_plain_username"] = self.sasl_username
+            out["sasl_plain_password"] = _secret(
+                environ, self.sasl_password_env, "kafka.sasl_password_env"
+            )
+        if self.security_protocol.endswith("SSL"):
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, key):
+                    out[key] = getattr(self, key)
+            out["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_key_password_env:
+                out["ssl_password"] = _secret(
+                    environ, self.ssl_key_password_env, "kafka.ssl_key_password_env"
+                )
+        return out
+
+
+def _secret(environ: Mapping[str, str], name: str | None, path: str) -> str:
+    if not name or name not in environ:
+        raise ConfigError(path, f"environment variable {name!r} is not set")
+    return environ[name]
 
 
 @dataclass(frozen=True)
@@ -174,6 +277,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, path)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(path, f"expected a mapping, got {type(value).__name__}")
+        return dict(value)
     if origin is tuple:
         if isinstance(value, str):  # a single topic may be written without a list
             value = [value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -13,18 +14,17 @@ from streamwatch.records import Outgoing
 
 
 class KafkaSink:
-    def __init__(self, bootstrap_servers: str, client_id: str = "streamwatch") -> None:
+    def __init__(self, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """``settings``: connection settings (KafkaConfig.client_settings); ``extra``: more
+        kafka-python producer settings from the config."""
+        tuning = {"linger_ms": 5, "retries": 5, **(extra or {})}
         try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers.split(","),
-                client_id=client_id,
-                acks="all",
-                linger_ms=5,
-                retries=5,
-            )
+            # acks from all in-sync replicas: offsets are committed only after these acks
+            self.producer = KafkaProducer(**tuning, **settings, acks="all")
         except KafkaError as exc:
             raise SourceError(
-                f"cannot connect to Kafka at {bootstrap_servers}: {exc}", retriable=True
+                f"cannot connect to Kafka at {settings.get('bootstrap_servers')}: {exc}",
+                retriable=True,
             ) from exc
         self._futures: list = []
 
@@ -61,7 +61,9 @@ def produce(
     progress_every: int = 0,
 ) -> int:
     """Produce (key, value) pairs to ``topic``, at ``rate`` messages per second if > 0."""
-    sink = KafkaSink(bootstrap_servers, client_id="streamwatch-producer")
+    sink = KafkaSink(
+        {"bootstrap_servers": bootstrap_servers.split(","), "client_id": "streamwatch-producer"}
+    )
     sent, started = 0, time.monotonic()
     try:
         for key, value in messages:

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamwatch.config import KafkaConfig
-from streamwatch.errors import SourceError
+from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
 from streamwatch.sources import Offsets
 
 log = logging.getLogger("streamwatch")
 
 
+def check_extra_settings(cfg: KafkaConfig) -> None:
+    """Unknown keys under kafka.consumer / kafka.producer are errors, as everywhere."""
+    from kafka import KafkaProducer
+
+    for section, known in (
+        ("consumer", KafkaConsumer.DEFAULT_CONFIG),
+        ("producer", KafkaProducer.DEFAULT_CONFIG),
+    ):
+        for key in getattr(cfg, section):
+            if key not in known:
+                raise ConfigError(f"kafka.{section}.{key}", "not a kafka-python setting")
+
+
 class KafkaSource:
     def __init__(self, cfg: KafkaConfig) -> None:
         self.cfg = cfg
+        check_extra_settings(cfg)
         try:
             self.consumer = KafkaConsumer(
-                bootstrap_servers=cfg.bootstrap_servers.split(","),
+                **cfg.consumer,
+                **cfg.client_settings(os.environ),
                 group_id=cfg.group_id,
-                client_id=cfg.client_id,
                 enable_auto_commit=False,  # offsets move only after outputs are acknowledged
                 auto_offset_reset=cfg.auto_offset_reset,
                 max_poll_records=cfg.max_poll_records,

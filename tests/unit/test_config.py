@@ -78,3 +78,68 @@ def test_run_with_bad_config_exits_78(tmp_path: Path) -> None:
     )
     assert proc.returncode == 78
     assert "model.max_rows: must be > 0" in proc.stderr
+
+
+def _kafka(**extra: object) -> dict:
+    return {"kafka": {"bootstrap_servers": "a:1,b:2", "input_topics": ["in"], **extra}}
+
+
+def test_sasl_ssl_settings_with_secrets_from_the_environment() -> None:
+    cfg = parse(
+        _kafka(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="svc",
+            sasl_password_env="KAFKA_PW",
+            ssl_cafile="/etc/ca.pem",
+        )
+    )
+    assert cfg.kafka is not None
+    settings = cfg.kafka.client_settings({"KAFKA_PW": "s3cret"})
+    assert settings["bootstrap_servers"] == ["a:1", "b:2"]
+    assert settings["sasl_plain_password"] == "s3cret"
+    assert settings["sasl_mechanism"] == "SCRAM-SHA-512" and settings["ssl_cafile"] == "/etc/ca.pem"
+    assert "s3cret" not in repr(cfg)  # the config holds the variable's name, not the secret
+    with pytest.raises(ConfigError) as err:
+        cfg.kafka.client_settings({})
+    assert err.value.path == "kafka.sasl_password_env"
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"security_protocol": "TLS"}, "kafka.security_protocol"),
+        ({"security_protocol": "SASL_PLAINTEXT"}, "kafka.sasl_mechanism"),
+        ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"}, "kafka.sasl_username"),
+        ({"consumer": {"enable_auto_commit": True}}, "kafka.consumer.enable_auto_commit"),
+        ({"producer": {"acks": 1}}, "kafka.producer.acks"),
+        ({"consumer": [1]}, "kafka.consumer"),
+    ],
+)
+def test_security_and_tuning_errors_name_the_key(extra: dict, path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(_kafka(**extra))
+    assert err.value.path == path
+
+
+def test_check_config_knows_kafka_python_settings(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "kafka:\n  bootstrap_servers: k:9092\n  input_topics: [in]\n  consumer:\n"
+        "    fetch_max_bytes: 1048576\n    fetch_max_byts: 1\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "check-config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 78
+    assert "kafka.consumer.fetch_max_byts: not a kafka-python setting" in proc.stderr
+
+
+def test_file_source_needs_no_kafka_section_but_kafka_does() -> None:
+    assert parse({"input": {"source": "file"}}).kafka is None
+    with pytest.raises(ConfigError) as err:
+        parse({"input": {"source": "kafka"}})
+    assert err.value.path == "kafka"
