@@ -7,6 +7,7 @@ the run flag; the loop finishes the batch in hand, flushes, commits and returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.records import Outgoing, Record
 from streamwatch.sinks import Sink
-from streamwatch.sources import Offsets, Source
+from streamwatch.sources import Offsets, Partition, Source
 
 log = logging.getLogger("streamwatch")
 
@@ -57,6 +58,8 @@ class Daemon:
             i.max_stream_id_length,
         )
         self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 0
+        self._owner_ids: dict[Partition, int] = {}  # partition -> small int kept per stream
+        source.on_revoke(self._revoked)
         self.running = False
         self.batches = 0
         self._last_idle_sweep = clock()
@@ -111,7 +114,9 @@ class Daemon:
         if good:
             lru_before = self.engine.store.evicted_lru
             cov = np.asarray(batch.covariates, np.float64) if self.format.covariate_fields else None
-            verdicts = self.engine.process(streams, np.asarray(values), now, covariates=cov)
+            verdicts = self.engine.process(
+                streams, np.asarray(values), now, covariates=cov, owners=self._owners(records, good)
+            )
             lru = self.engine.store.evicted_lru - lru_before
             self.metrics.evictions.labels(reason="capacity").inc(lru)
             flagged = np.flatnonzero(verdicts.anomaly)
@@ -133,9 +138,32 @@ class Daemon:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         if oldest_ts is not None:
             self.metrics.end_to_end_seconds.observe(max(0.0, self.clock() - oldest_ts / 1000.0))
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
         self.metrics.active_streams.set(len(self.engine.store))
         self.metrics.state_bytes.set(self.engine.store.nbytes())
         return len(records)
+
+    def _owners(self, records: list[Record], good: list[int]) -> np.ndarray:
+        """The partition id of each good record (records of one partition come together)."""
+        out = np.empty(len(good), np.int32)
+        ids, last, last_id = self._owner_ids, None, -1
+        for j, i in enumerate(good):
+            rec = records[i]
+            key = (rec.topic, rec.partition)
+            if key != last:
+                last, last_id = key, ids.setdefault(key, len(ids))
+            out[j] = last_id
+        return out
+
+    def _revoked(self, partitions: set[Partition]) -> None:
+        owners = {self._owner_ids[p] for p in partitions if p in self._owner_ids}
+        dropped = self.engine.store.drop_owners(owners)
+        self.metrics.evictions.labels(reason="revoked").inc(dropped)
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):  # never reported
+                self.metrics.lag.remove(topic, str(partition))
+        log.info("dropped the state of %d stream(s) of revoked partitions", dropped)
 
     def _event(
         self,

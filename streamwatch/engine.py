@@ -82,9 +82,11 @@ class Engine:
         values: np.ndarray,
         now: float,
         covariates: np.ndarray | None = None,
+        owners: np.ndarray | None = None,
     ) -> Verdicts:
         """Step each reading through its stream's state.  ``values`` is (n,) or (n, targets);
-        ``covariates`` is (n, features - targets) for models that take them."""
+        ``covariates`` is (n, features - targets) for models that take them; ``owners``
+        (n,) ints say which source partition each reading came from."""
         n, n_t = len(stream_ids), self.n_targets
         values = np.asarray(values, np.float64).reshape(n, -1)
         if values.shape[1] != n_t:
@@ -103,6 +105,8 @@ class Engine:
             seen=np.empty(n, np.int64),
         )
         slots = self.store.assign(stream_ids, now)
+        if owners is not None:
+            self.store.owner[slots] = owners
         for wave in waves(slots):
             for start in range(0, len(wave), self.max_rows):
                 self._step(wave[start : start + self.max_rows], slots, values, x, out)

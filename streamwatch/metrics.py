@@ -46,7 +46,7 @@ class Metrics:
         )
         self.evictions = Counter(
             "stream_evictions",
-            "Stream states dropped, by reason (idle or capacity).",
+            "Stream states dropped, by reason (idle, capacity or revoked).",
             ["reason"],
             namespace=ns,
             registry=registry,
@@ -101,5 +101,12 @@ class Metrics:
             self.dead_letters.labels(reason=reason)
         for kind in ("anomaly", "dead_letter", "score"):
             self.produced.labels(kind=kind)
-        for reason in ("idle", "capacity"):
+        self.lag = Gauge(
+            "consumer_lag_records",
+            "Records behind the end of each assigned partition.",
+            ["topic", "partition"],
+            namespace=ns,
+            registry=registry,
+        )
+        for reason in ("idle", "capacity", "revoked"):
             self.evictions.labels(reason=reason)

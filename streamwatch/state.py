@@ -52,6 +52,7 @@ class StateStore:
         self.scale = np.full((capacity, self.n_targets), np.nan)  # and its predicted scale
         self.scores = np.zeros((capacity, N_STATS))  # the scorer's per-stream statistics
         self.last_seen = np.zeros(capacity)  # wall-clock seconds, from the injected clock
+        self.owner = np.full(capacity, -1, np.int32)  # the source partition it arrives on
 
     @classmethod
     def for_model(cls, spec: ModelSpec, **kwargs: int) -> StateStore:
@@ -62,13 +63,21 @@ class StateStore:
         return len(self.index)
 
     def nbytes(self) -> int:
-        arrays = (self.state, self.norm, self.forecast, self.scale, self.scores, self.last_seen)
+        arrays = (
+            self.state,
+            self.norm,
+            self.forecast,
+            self.scale,
+            self.scores,
+            self.last_seen,
+            self.owner,
+        )
         return sum(a.nbytes for a in arrays)
 
     def _grow(self) -> None:
         old = self.capacity
         new = min(old * 2, self.max_streams)
-        for name in ("state", "norm", "forecast", "scale", "scores", "last_seen"):
+        for name in ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner"):
             arr = getattr(self, name)
             grown = np.empty((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
@@ -129,6 +138,17 @@ class StateStore:
         for slot in victims.tolist():
             self._release(slot)
         self.evicted_lru += len(victims)
+
+    def drop_owners(self, owners: set[int]) -> int:
+        """Drop the streams that arrive on the given partitions (revoked in a rebalance: the
+        replica that takes them over builds their state afresh); return how many went."""
+        if not owners or not self.index:
+            return 0
+        used = np.fromiter(self.index.values(), np.int64, len(self.index))
+        gone = used[np.isin(self.owner[used], list(owners))]
+        for slot in gone.tolist():
+            self._release(slot)
+        return len(gone)
 
     def evict_idle(self, now: float, ttl: float) -> int:
         """Drop streams not seen for ``ttl`` seconds; return how many went."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from streamwatch.records import Record
 
-Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
+Partition = tuple[str, int]  # (topic, partition)
+Offsets = dict[Partition, int]  # -> next offset to consume
 
 
 class Source(Protocol):
@@ -14,6 +16,15 @@ class Source(Protocol):
 
     def commit(self, offsets: Offsets) -> None: ...
 
-    def assignment(self) -> set[tuple[str, int]]: ...
+    def assignment(self) -> set[Partition]: ...
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        """Call ``callback`` with the partitions taken away in a rebalance, before they go:
+        from inside ``poll``, so never in the middle of a batch."""
+        ...
+
+    def lag(self) -> dict[Partition, int]:
+        """Records behind the end of each assigned partition, where known."""
+        ...
 
     def close(self) -> None: ...

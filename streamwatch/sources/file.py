@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from streamwatch.records import Record
-from streamwatch.sources import Offsets
+from streamwatch.sources import Offsets, Partition
 
 
 class FileSource:
@@ -43,6 +44,12 @@ class FileSource:
 
     def assignment(self) -> set[tuple[str, int]]:
         return {(self.path, 0)}
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        pass  # a file is never taken away
+
+    def lag(self) -> dict[Partition, int]:
+        return {}
 
     def close(self) -> None:
         if self._file is not sys.stdin.buffer:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamwatch.config import KafkaConfig
 from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
-from streamwatch.sources import Offsets
+from streamwatch.sources import Offsets, Partition
 
 log = logging.getLogger("streamwatch")
 
@@ -28,6 +29,27 @@ def check_extra_settings(cfg: KafkaConfig) -> None:
         for key in getattr(cfg, section):
             if key not in known:
                 raise ConfigError(f"kafka.{section}.{key}", "not a kafka-python setting")
+
+
+class _Listener(ConsumerRebalanceListener):
+    """kafka-python calls these from inside ``poll``; streamwatch commits after every batch,
+    so nothing is uncommitted when partitions are revoked: only their state goes."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        parts = {(tp.topic, tp.partition) for tp in revoked}
+        log.info("partitions revoked: %s", _names(parts))
+        if parts and self.source._on_revoke is not None:
+            self.source._on_revoke(parts)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", _names({(tp.topic, tp.partition) for tp in assigned}))
+
+
+def _names(parts: set[Partition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(parts)) or "none"
 
 
 class KafkaSource:
@@ -47,7 +69,8 @@ class KafkaSource:
             raise SourceError(
                 f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}", retriable=True
             ) from exc
-        self.consumer.subscribe(list(cfg.input_topics))
+        self._on_revoke: Callable[[set[Partition]], None] | None = None
+        self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
@@ -65,8 +88,19 @@ class KafkaSource:
             {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
         )
 
-    def assignment(self) -> set[tuple[str, int]]:
+    def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        self._on_revoke = callback
+
+    def lag(self) -> dict[Partition, int]:
+        out = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)  # known once a fetch for tp has returned
+            if end is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp))
+        return out
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from streamwatch.records import Record
-from streamwatch.sources import Offsets
+from streamwatch.sources import Offsets, Partition
 
 
 class MemorySource:
@@ -14,6 +14,7 @@ class MemorySource:
         self.batch_size = batch_size
         self.committed: Offsets = {}
         self.closed = False
+        self._on_revoke: Callable[[set[Partition]], None] | None = None
 
     def poll(self, timeout_ms: int) -> list[Record]:
         batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
@@ -24,6 +25,20 @@ class MemorySource:
 
     def assignment(self) -> set[tuple[str, int]]:
         return {(r.topic, r.partition) for r in self.pending} | set(self.committed)
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        self._on_revoke = callback
+
+    def revoke(self, partitions: set[Partition]) -> None:
+        """Test hook: what a rebalance does."""
+        if self._on_revoke is not None:
+            self._on_revoke(partitions)
+
+    def lag(self) -> dict[Partition, int]:
+        lag: dict[Partition, int] = {}
+        for r in self.pending:
+            lag[(r.topic, r.partition)] = lag.get((r.topic, r.partition), 0) + 1
+        return lag
 
     def close(self) -> None:
         self.closed = True

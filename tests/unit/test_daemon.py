@@ -195,3 +195,28 @@ def test_multivariate_messages_with_covariates(tmp_path: Path) -> None:
     assert dict(sink.topic("streamwatch-dead-letters")[0].headers)["streamwatch.reason"] == (
         b"missing_value"
     )
+
+
+def test_revoked_partitions_drop_their_streams_state(model_dir: Path) -> None:
+    records = _records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
+    daemon, source, _, registry = _daemon(model_dir, records)
+    while daemon.run_once():
+        pass
+    assert set(daemon.engine.store.index) == {"s0", "s1", "s2", "s3"}
+    source.revoke({("in", 1)})
+    assert set(daemon.engine.store.index) == {"s0", "s2"}
+    assert (
+        registry.get_sample_value("streamwatch_stream_evictions_total", {"reason": "revoked"}) == 2
+    )
+
+
+def test_lag_is_reported_per_partition(model_dir: Path) -> None:
+    daemon, _, _, registry = _daemon(model_dir, _records(n_streams=2, length=100))
+    daemon.run_once()  # 97 of 200 records
+    lags = {
+        p: registry.get_sample_value(
+            "streamwatch_consumer_lag_records", {"topic": "in", "partition": p}
+        )
+        for p in ("0", "1")
+    }
+    assert lags["0"] + lags["1"] == 200 - 97
