@@ -244,3 +244,62 @@ metrics:
         assert _metric(port, "streamwatch_records_consumed_total") == len(more)
     finally:
         assert daemon.terminate() == 0, daemon.output()
+
+
+def test_two_replicas_share_the_partitions_and_lose_nothing(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    """A second replica joins the group mid-stream: the partitions are split between the
+    two (a rebalance), and every record is processed and committed exactly by the group."""
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"replicas-{tag}", f"streamwatch-{tag}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
+    ports = [_free_port(), _free_port()]
+    configs = []
+    for k, port in enumerate(ports):
+        cfg = tmp_path / f"r{k}.yaml"
+        cfg.write_text(
+            f'kafka:\n  bootstrap_servers: "{kafka_bootstrap}"\n  input_topics: [{topic}]\n'
+            f"  group_id: {group}\n  poll_timeout_ms: 200\n"
+            f"  consumer: {{session_timeout_ms: 10000, heartbeat_interval_ms: 1000}}\n"
+            f'model:\n  path: "{model_dir}"\noutputs:\n  anomalies_topic: an-{tag}\n'
+            f"  dead_letter_topic: dl-{tag}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+        )
+        configs.append(cfg)
+    first = _readings(0, 200)
+    _produce(kafka_bootstrap, topic, first)
+    a = _Daemon(configs[0], tmp_path / "a.log")
+    b = None
+    try:
+        _wait_metric(ports[0], "streamwatch_records_consumed_total", len(first), timeout=90)
+        b = _Daemon(configs[1], tmp_path / "b.log")
+        _wait_metric(ports[1], "streamwatch_last_poll_timestamp_seconds", 1, timeout=90)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "partitions revoked" not in a.output():
+            time.sleep(0.3)
+        assert "partitions revoked" in a.output(), a.output()
+        time.sleep(2.0)  # let the group settle on its new assignment
+        more = _readings(200, 300)
+        _produce(kafka_bootstrap, topic, more)
+        total = len(first) + len(more)
+        deadline = time.monotonic() + 90
+        consumed = 0.0
+        while time.monotonic() < deadline:
+            consumed = sum(_metric(p, "streamwatch_records_consumed_total") for p in ports)
+            if consumed >= total:
+                break
+            time.sleep(0.3)
+        assert consumed == total  # nothing lost, nothing processed twice
+        assert _metric(ports[1], "streamwatch_records_consumed_total") > 0  # b took a share
+    finally:
+        codes = [a.terminate()] + ([b.terminate()] if b else [])
+    assert codes == [0] * len(codes), a.output()
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    parts = [TopicPartition(topic, p) for p in range(4)]
+    ends = consumer.end_offsets(parts)
+    assert {tp: consumer.committed(tp) for tp in parts} == ends
+    consumer.close()
