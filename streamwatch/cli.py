@@ -437,8 +437,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("%s: draining", signal.Signals(signum).name)
         daemon.stop()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading the model after this batch")
+        daemon.request_reload()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         daemon.run()
     finally:

@@ -18,7 +18,7 @@ import numpy as np
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, Verdicts
-from streamwatch.errors import DecodeError
+from streamwatch.errors import DecodeError, ModelError
 from streamwatch.http import Health
 from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
@@ -61,12 +61,54 @@ class Daemon:
         self._owner_ids: dict[Partition, int] = {}  # partition -> small int kept per stream
         source.on_revoke(self._revoked)
         self.running = False
+        self.reload_requested = False
         self.batches = 0
         self._last_idle_sweep = clock()
         metrics.model_info.info({"name": spec.name, "version": spec.version})
 
     def stop(self) -> None:
         self.running = False
+
+    def request_reload(self) -> None:
+        """Ask for the model to be reloaded between batches (what SIGHUP does)."""
+        self.reload_requested = True
+
+    def reload(self) -> bool:
+        """Load the model at ``model.path`` again and serve it if the running state fits it;
+        otherwise keep the old one and say why.  Returns whether the model was replaced."""
+        self.reload_requested = False
+        from streamwatch.model import load_model  # the only onnxruntime user, loaded lazily
+
+        try:
+            model = load_model(self.cfg.model.path, threads=self.cfg.model.threads)
+        except ModelError as exc:
+            log.warning("reload: keeping model %s %s: %s", self.spec.name, self.spec.version, exc)
+            return False
+        new, old = model.spec, self.spec
+        why = [
+            f"{name} {a} != {b}"
+            for name, a, b in (
+                ("state layout", new.state_layout, old.state_layout),
+                ("layers", new.layers, old.layers),
+                ("hidden size", new.hidden_size, old.hidden_size),
+                ("features", new.features, old.features),
+                ("targets", new.targets, old.targets),
+            )
+            if a != b
+        ]
+        if why:
+            log.warning(
+                "reload: keeping model %s %s: the new one does not fit the running state (%s)",
+                old.name,
+                old.version,
+                "; ".join(why),
+            )
+            return False
+        self.engine.replace_model(model)
+        self.spec = new
+        self.metrics.model_info.info({"name": new.name, "version": new.version})
+        log.info("reload: now serving model %s version %s", new.name, new.version)
+        return True
 
     def run(self, max_polls: int | None = None) -> None:
         self.running = True
@@ -76,6 +118,8 @@ class Daemon:
             log.info("consuming %s as group %s", topics, self.cfg.kafka.group_id)
         try:
             while self.running and (max_polls is None or polls < max_polls):
+                if self.reload_requested:
+                    self.reload()
                 n = self.run_once()
                 polls += 1
                 if not n and getattr(self.source, "exhausted", False):

@@ -76,6 +76,12 @@ class Engine:
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
 
+    def replace_model(self, model: StepModel) -> None:
+        """Serve ``model`` from the next batch on; the caller has checked that the state
+        layout, features and targets are the same."""
+        self.model = model
+        self.normalizer = model.spec.normalization
+
     def process(
         self,
         stream_ids: list[str],

@@ -1,0 +1,128 @@
+"""SIGHUP reloads the model when the new one fits the running state, and keeps the old one,
+saying why, when it does not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from streamwatch.codec import MessageFormat
+from streamwatch.config import parse
+from streamwatch.daemon import Daemon
+from streamwatch.engine import Engine
+from streamwatch.metrics import Metrics
+from streamwatch.model import load_model
+from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
+from streamwatch.normalize import Normalizer
+from streamwatch.records import Record
+from streamwatch.sinks.memory import MemorySink
+from streamwatch.sources.memory import MemorySource
+from streamwatch.state import StateStore
+from streamwatch.train.export import export_onnx
+from streamwatch.train.module import Forecaster
+
+
+def _version(path: Path, version: str) -> None:
+    meta = json.loads((path / "model.json").read_text())
+    meta["version"] = version
+    (path / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def served(model_dir: Path, tmp_path: Path) -> tuple[Daemon, Path, CollectorRegistry]:
+    live = Path(shutil.copytree(model_dir, tmp_path / "live"))
+    model = load_model(live)
+    cfg = parse(
+        {"kafka": {"bootstrap_servers": "x", "input_topics": ["in"]}, "model": {"path": str(live)}}
+    )
+    fmt = MessageFormat()
+    records = [
+        Record("in", 0, i, 0, None, fmt.encode("a", float(i), float(np.sin(i / 9))))
+        for i in range(50)
+    ]
+    registry = CollectorRegistry()
+    daemon = Daemon(
+        cfg,
+        MemorySource(records),
+        MemorySink(),
+        Engine(model, StateStore.for_model(model.spec), cfg.scoring.scorer()),
+        model.spec,
+        Metrics(registry),
+    )
+    daemon.run_once()
+    return daemon, live, registry
+
+
+def test_compatible_model_is_swapped_in_and_state_kept(
+    served: tuple[Daemon, Path, CollectorRegistry],
+) -> None:
+    daemon, live, registry = served
+    state_before = daemon.engine.store.state.copy()
+    _version(live, "v2")
+    assert daemon.reload()
+    assert daemon.spec.version == "v2" and daemon.engine.model.spec.version == "v2"
+    assert np.array_equal(daemon.engine.store.state, state_before)  # streams keep their state
+    assert (
+        registry.get_sample_value("streamwatch_model_info", {"name": "lstm", "version": "v2"})
+        == 1.0
+    )
+
+
+def test_incompatible_model_is_refused_with_the_reason(
+    served: tuple[Daemon, Path, CollectorRegistry], caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon, live, _ = served
+    old = daemon.spec.version
+    torch.manual_seed(0)
+    data = export_onnx(Forecaster(1, 1, 8, 1).eval())
+    write_artifact(
+        live,
+        ModelSpec("lstm", "small", ("value",), ("value",), 1, 8, Normalizer(), sha256_bytes(data)),
+        data,
+    )
+    with caplog.at_level("WARNING", logger="streamwatch"):
+        assert not daemon.reload()
+    assert daemon.spec.version == old
+    assert "hidden size 8 != 16" in caplog.text
+    (live / "model.onnx").write_bytes(b"garbage")
+    with caplog.at_level("WARNING", logger="streamwatch"):
+        assert not daemon.reload()
+    assert "sha256 mismatch" in caplog.text
+    assert daemon.run_once() == 0  # still serving
+
+
+def test_sighup_reloads_a_running_daemon(model_dir: Path, tmp_path: Path) -> None:
+    live = Path(shutil.copytree(model_dir, tmp_path / "live"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f'input: {{source: file}}\nmodel: {{path: "{live}"}}\n'
+        "metrics: {host: 127.0.0.1, port: 0}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    fmt = MessageFormat()
+    proc.stdin.write(fmt.encode("a", 1.0, 1.0) + b"\n")
+    proc.stdin.flush()
+    time.sleep(2.0)  # let it start and take the first line
+    _version(live, "hup")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    # one more line turns the loop, which reloads; the end of the input stops the daemon
+    _, err = proc.communicate(input=fmt.encode("a", 2.0, 1.0) + b"\n", timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert b"reload: now serving model lstm version hup" in err
