@@ -402,6 +402,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         StateStore.for_model(spec, max_streams=cfg.state.max_streams),
         cfg.scoring.scorer(),
         max_rows=cfg.model.max_rows,
+        policy=cfg.state.policy(),
     )
     source: Source
     sink: Sink

@@ -41,6 +41,7 @@ REASONS = (
     "bad_value",
     "non_finite",
     "bad_timestamp",
+    "out_of_order",  # set by the engine's time policy, not by decoding
 )
 
 

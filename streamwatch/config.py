@@ -23,6 +23,7 @@ from typing import Any, Union
 
 import yaml
 
+from streamwatch.engine import TimePolicy
 from streamwatch.errors import ConfigError
 from streamwatch.scoring import Scorer
 
@@ -216,8 +217,19 @@ class OutputsConfig:
 class StateConfig:
     max_streams: int = 1_000_000
     idle_ttl_seconds: float = 86400.0
+    out_of_order: str = "skip"  # a reading older than its stream's last: skip (dead letter)
+    max_gap_seconds: float | None = None  # a longer silence is a gap ...
+    on_gap: str = "reset"  # ... which resets the stream's LSTM state, or carry on
+
+    def policy(self) -> TimePolicy:
+        return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
 
     def check(self, path: str) -> None:
+        try:
+            self.policy()
+        except ValueError as exc:
+            key = str(exc).split(" ", 1)[0].split(".", 1)[-1]
+            raise ConfigError(f"{path}.{key}", str(exc).split(" ", 1)[1]) from None
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
 

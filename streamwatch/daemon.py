@@ -159,8 +159,22 @@ class Daemon:
             lru_before = self.engine.store.evicted_lru
             cov = np.asarray(batch.covariates, np.float64) if self.format.covariate_fields else None
             verdicts = self.engine.process(
-                streams, np.asarray(values), now, covariates=cov, owners=self._owners(records, good)
+                streams,
+                np.asarray(values),
+                now,
+                covariates=cov,
+                owners=self._owners(records, good),
+                timestamps=np.asarray(stamps),
             )
+            if verdicts.skipped.any():
+                for j in np.flatnonzero(verdicts.skipped).tolist():
+                    self._dead_letter(
+                        records[good[j]],
+                        DecodeError(
+                            "out_of_order",
+                            f"ts {stamps[j]} is older than the stream's last reading",
+                        ),
+                    )
             lru = self.engine.store.evicted_lru - lru_before
             self.metrics.evictions.labels(reason="capacity").inc(lru)
             flagged = np.flatnonzero(verdicts.anomaly)

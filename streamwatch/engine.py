@@ -41,6 +41,7 @@ class Verdicts:
     score: np.ndarray  # in [0, 1]; 0 during warm-up
     anomaly: np.ndarray  # bool
     seen: np.ndarray  # readings of the stream so far, this one included
+    skipped: np.ndarray  # bool: out of order, not stepped (policy "skip")
 
 
 def waves(slots: np.ndarray) -> list[np.ndarray]:
@@ -62,11 +63,40 @@ def waves(slots: np.ndarray) -> list[np.ndarray]:
     return np.split(by_rank, bounds)
 
 
+@dataclass(frozen=True)
+class TimePolicy:
+    """What to do with a reading older than its stream's last one, and after a long gap.
+
+    ``out_of_order``: "skip" leaves the state alone and marks the reading skipped (the daemon
+    dead-letters it); "accept" steps it anyway.  ``max_gap_seconds``: a longer silence is a
+    gap; ``on_gap``: "reset" starts the LSTM state over (the old context no longer applies;
+    the running statistics stay) and gives the reading no score, "carry" carries on.
+    """
+
+    out_of_order: str = "skip"
+    max_gap_seconds: float | None = None
+    on_gap: str = "reset"
+
+    def __post_init__(self) -> None:
+        if self.out_of_order not in ("skip", "accept"):
+            raise ValueError("state.out_of_order must be 'skip' or 'accept'")
+        if self.on_gap not in ("reset", "carry"):
+            raise ValueError("state.on_gap must be 'reset' or 'carry'")
+        if self.max_gap_seconds is not None and self.max_gap_seconds <= 0:
+            raise ValueError("state.max_gap_seconds must be > 0")
+
+
 class Engine:
     def __init__(
-        self, model: StepModel, store: StateStore, scorer: Scorer, max_rows: int = 512
+        self,
+        model: StepModel,
+        store: StateStore,
+        scorer: Scorer,
+        max_rows: int = 512,
+        policy: TimePolicy | None = None,
     ) -> None:
         self.model, self.store, self.scorer = model, store, scorer
+        self.policy = policy or TimePolicy()
         self.normalizer = model.spec.normalization
         self.n_features = len(model.spec.features)
         self.n_targets = len(model.spec.targets)
@@ -89,10 +119,12 @@ class Engine:
         now: float,
         covariates: np.ndarray | None = None,
         owners: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
     ) -> Verdicts:
         """Step each reading through its stream's state.  ``values`` is (n,) or (n, targets);
         ``covariates`` is (n, features - targets) for models that take them; ``owners``
-        (n,) ints say which source partition each reading came from."""
+        (n,) ints say which source partition each reading came from; ``timestamps`` (n,)
+        epoch seconds enable the out-of-order and gap policies."""
         n, n_t = len(stream_ids), self.n_targets
         values = np.asarray(values, np.float64).reshape(n, -1)
         if values.shape[1] != n_t:
@@ -109,14 +141,43 @@ class Engine:
             score=np.empty(n),
             anomaly=np.empty(n, bool),
             seen=np.empty(n, np.int64),
+            skipped=np.zeros(n, bool),
         )
+        ts = None if timestamps is None else np.asarray(timestamps, np.float64)
         slots = self.store.assign(stream_ids, now)
         if owners is not None:
             self.store.owner[slots] = owners
         for wave in waves(slots):
             for start in range(0, len(wave), self.max_rows):
-                self._step(wave[start : start + self.max_rows], slots, values, x, out)
+                pos = wave[start : start + self.max_rows]
+                if ts is not None:
+                    pos = self._apply_time_policy(pos, slots, ts, out)
+                if len(pos):
+                    self._step(pos, slots, values, x, out)
         return out
+
+    def _apply_time_policy(
+        self, pos: np.ndarray, slots: np.ndarray, ts: np.ndarray, out: Verdicts
+    ) -> np.ndarray:
+        """Positions of ``pos`` to step; skipped ones are marked in ``out``."""
+        store, policy, s, t = self.store, self.policy, slots[pos], ts[pos]
+        last = store.last_ts[s]
+        late = t < last  # NaN (a new stream) compares False
+        if late.any() and policy.out_of_order == "skip":
+            skip = pos[late]
+            out.skipped[skip] = True
+            out.anomaly[skip] = False
+            out.score[skip] = 0.0
+            out.prediction[skip] = out.scale[skip] = np.nan
+            out.seen[skip] = store.norm[slots[skip], 0, 0].astype(np.int64)
+            pos, s, t, last = pos[~late], s[~late], t[~late], last[~late]
+        if policy.max_gap_seconds is not None and policy.on_gap == "reset":
+            gap = s[(t - last) > policy.max_gap_seconds]
+            if len(gap):
+                store.state[gap] = 0.0
+                store.forecast[gap] = store.scale[gap] = np.nan  # no score across the gap
+        store.last_ts[s] = np.fmax(last, t)
+        return pos
 
     def _step(
         self,

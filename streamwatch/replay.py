@@ -28,10 +28,20 @@ def replay(engine: Engine, rows: Rows, batch_size: int = 1024) -> Verdicts:
         sl = slice(start, min(start + batch_size, n))
         cov = rows.covariates[sl] if rows.covariates is not None else None
         now = float(rows.timestamps[sl].max()) if sl.stop > sl.start else 0.0
-        parts.append(engine.process(rows.streams[sl], rows.values[sl], now, covariates=cov))
+        parts.append(
+            engine.process(
+                rows.streams[sl],
+                rows.values[sl],
+                now,
+                covariates=cov,
+                timestamps=rows.timestamps[sl],
+            )
+        )
     if not parts:
         empty = np.empty(0)
-        return Verdicts(empty, empty, empty, np.empty(0, bool), np.empty(0, np.int64))
+        return Verdicts(
+            empty, empty, empty, np.empty(0, bool), np.empty(0, np.int64), np.empty(0, bool)
+        )
     return Verdicts(
         *(np.concatenate([getattr(p, f) for p in parts]) for f in Verdicts.__dataclass_fields__)
     )

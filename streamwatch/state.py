@@ -53,6 +53,7 @@ class StateStore:
         self.scores = np.zeros((capacity, N_STATS))  # the scorer's per-stream statistics
         self.last_seen = np.zeros(capacity)  # wall-clock seconds, from the injected clock
         self.owner = np.full(capacity, -1, np.int32)  # the source partition it arrives on
+        self.last_ts = np.full(capacity, np.nan)  # the stream's latest reading time (epoch s)
 
     @classmethod
     def for_model(cls, spec: ModelSpec, **kwargs: int) -> StateStore:
@@ -71,13 +72,15 @@ class StateStore:
             self.scores,
             self.last_seen,
             self.owner,
+            self.last_ts,
         )
         return sum(a.nbytes for a in arrays)
 
     def _grow(self) -> None:
         old = self.capacity
         new = min(old * 2, self.max_streams)
-        for name in ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner"):
+        arrays = ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner", "last_ts")
+        for name in arrays:
             arr = getattr(self, name)
             grown = np.empty((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
@@ -92,6 +95,7 @@ class StateStore:
         self.forecast[slot] = np.nan
         self.scale[slot] = np.nan
         self.scores[slot] = 0.0
+        self.last_ts[slot] = np.nan
 
     def _release(self, slot: int) -> None:
         stream = self.ids[slot]

@@ -220,3 +220,18 @@ def test_lag_is_reported_per_partition(model_dir: Path) -> None:
         for p in ("0", "1")
     }
     assert lags["0"] + lags["1"] == 200 - 97
+
+
+def test_out_of_order_reading_goes_to_dead_letters(model_dir: Path) -> None:
+    fmt = MessageFormat()
+    records = [Record("in", 0, i, 0, None, fmt.encode("a", 100.0 + i, 1.0)) for i in range(10)]
+    records.append(Record("in", 0, 10, 0, None, fmt.encode("a", 50.0, 1.0)))
+    daemon, source, sink, registry = _daemon(model_dir, records)
+    daemon.run_once()
+    dead = sink.topic("streamwatch-dead-letters")
+    assert [dict(m.headers)["streamwatch.offset"] for m in dead] == [b"10"]
+    assert dict(dead[0].headers)["streamwatch.reason"] == b"out_of_order"
+    assert (
+        registry.get_sample_value("streamwatch_dead_letters_total", {"reason": "out_of_order"}) == 1
+    )
+    assert source.committed[("in", 0)] == 11

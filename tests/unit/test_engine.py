@@ -101,3 +101,43 @@ def test_normalizer_sequence_matches_online_updates() -> None:
 def test_normalizer_validates(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="normalization"):
         Normalizer(**bad)  # type: ignore[arg-type]
+
+
+def test_out_of_order_readings_are_skipped_and_gaps_reset(model_dir: Path) -> None:
+    from streamwatch.engine import TimePolicy
+
+    model = load_model(model_dir)
+    engine = Engine(
+        model,
+        StateStore.for_model(model.spec),
+        Scorer(warmup=20),
+        policy=TimePolicy(out_of_order="skip", max_gap_seconds=3600),
+    )
+    values = 10.0 + np.sin(np.arange(60) / 5.0)
+    ts = np.arange(60) * 60.0
+    engine.process(["a"] * 60, values, 0.0, timestamps=ts)
+    state = engine.store.state[engine.store.index["a"]].copy()
+    late = engine.process(
+        ["a", "a"], np.array([10.0, 10.5]), 0.0, timestamps=np.array([30.0, 3600.0])
+    )
+    assert late.skipped.tolist() == [True, False]  # the first is older than the last reading
+    gap = engine.process(["a"], np.array([10.0]), 0.0, timestamps=np.array([20000.0]))
+    assert np.isnan(gap.prediction[0, 0]) and gap.score[0] == 0.0  # no forecast across a gap
+    assert not np.array_equal(engine.store.state[engine.store.index["a"]], state)
+    accept = Engine(
+        model,
+        StateStore.for_model(model.spec),
+        Scorer(warmup=20),
+        policy=TimePolicy(out_of_order="accept"),
+    )
+    out = accept.process(["b", "b"], np.array([1.0, 2.0]), 0.0, timestamps=np.array([9.0, 1.0]))
+    assert not out.skipped.any()
+
+
+def test_time_policy_is_validated_at_config() -> None:
+    from streamwatch.config import parse
+    from streamwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse({"input": {"source": "file"}, "state": {"on_gap": "forget"}})
+    assert err.value.path == "state.on_gap"
