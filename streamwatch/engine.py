@@ -189,7 +189,7 @@ class Engine:
     ) -> None:
         store, s, x, n_t = self.store, slots[pos], values[pos], self.n_targets
         prediction, scale = store.forecast[s], store.scale[s]
-        score_stats = store.scores[s]
+        score_stats = store.scores[s].astype(np.float64)  # computed in double, kept in single
         with np.errstate(invalid="ignore", divide="ignore"):
             # NaN until the stream has a forecast; several targets: their root mean square
             error = np.sqrt(np.mean(((x - prediction) / scale) ** 2, axis=1))
