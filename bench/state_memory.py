@@ -47,7 +47,7 @@ def main() -> None:
     print(
         f"resident growth {grown / n:,.0f} B/stream = {grown / n / raw:.2f} x raw "
         f"(arrays {arrays:,.0f} B/stream, capacity {store.capacity:,}; the rest is the "
-        f"id -> slot dict and slot -> id list)"
+        f"stream id strings, the id -> slot dict and the slot -> id list)"
     )
     print(f"target <= 1.3 x raw = {1.3 * raw:.0f} B/stream")
 
