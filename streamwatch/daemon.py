@@ -153,7 +153,7 @@ class Daemon:
         for i, err in batch.errors:
             self._dead_letter(records[i], err)
         good, streams, stamps, values = batch.index, batch.streams, batch.timestamps, batch.values
-        oldest_ts = min((records[i].timestamp for i in good), default=None)
+        record_ms = np.fromiter((records[i].timestamp for i in good), np.float64, len(good))
 
         if good:
             lru_before = self.engine.store.evicted_lru
@@ -194,8 +194,8 @@ class Daemon:
         self.source.commit(_next_offsets(records))
         self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        if oldest_ts is not None:
-            self.metrics.end_to_end_seconds.observe(max(0.0, self.clock() - oldest_ts / 1000.0))
+        latency = np.maximum(self.clock() - record_ms / 1000.0, 0.0)
+        self.metrics.end_to_end_seconds.observe_many(latency)
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
         self.metrics.active_streams.set(len(self.engine.store))

@@ -84,6 +84,9 @@ def test_spikes_become_anomaly_events(model_dir: Path) -> None:
     assert registry.get_sample_value("streamwatch_records_consumed_total") == len(records)
     assert registry.get_sample_value("streamwatch_anomalies_total") == len(events)
     assert registry.get_sample_value("streamwatch_active_streams") == 5
+    # every record's latency is observed (the clock is 2e9 s: all are 300 s and more old)
+    assert registry.get_sample_value("streamwatch_end_to_end_seconds_count") == len(records)
+    assert registry.get_sample_value("streamwatch_end_to_end_seconds_bucket", {"le": "60.0"}) == 0
 
 
 def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
