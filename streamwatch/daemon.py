@@ -190,11 +190,11 @@ class Daemon:
                     self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
                 self.metrics.produced.labels(kind="score").inc(len(good))
 
-        self.sink.flush(30.0)
-        self.source.commit(_next_offsets(records))
+        self.sink.flush(30.0)  # every output of the batch acknowledged ...
+        latency = np.maximum(self.clock() - record_ms / 1000.0, 0.0)
+        self.source.commit(_next_offsets(records))  # ... before its offsets are committed
         self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        latency = np.maximum(self.clock() - record_ms / 1000.0, 0.0)
         self.metrics.end_to_end_seconds.observe_many(latency)
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)

