@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -445,6 +446,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    # Everything loaded so far lives as long as the process: keep the collector from
+    # rescanning it, which otherwise shows up as latency spikes of tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     try:
         daemon.run()
     finally:

@@ -77,6 +77,7 @@ class KafkaSource:
             ) from exc
         self._on_revoke: Callable[[set[Partition]], None] | None = None
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
+        self._in_flight = False
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
@@ -92,12 +93,16 @@ class KafkaSource:
         """Commit without waiting for the broker: a round trip per batch would add its time to
         every record's latency.  Offsets only ever move forward, so a lost asynchronous commit
         is covered by the next; at close the last offsets are committed synchronously."""
-        if not offsets:
-            return
         self._pending.update(offsets)
-        self.consumer.commit_async(_kafka_offsets(offsets), callback=self._committed)
+        # One commit in flight at a time: a commit per batch every few milliseconds would
+        # fill the connection's in-flight slots that the fetches need.  The newest offsets
+        # go out as soon as the previous commit is answered.
+        if self._pending and not self._in_flight:
+            self._in_flight = True
+            self.consumer.commit_async(_kafka_offsets(self._pending), callback=self._committed)
 
     def _committed(self, offsets: object, response: object) -> None:
+        self._in_flight = False
         if isinstance(response, Exception):
             log.warning("asynchronous offset commit failed (the next one covers it): %s", response)
 
