@@ -142,6 +142,7 @@ class Daemon:
             idle = self.engine.store.evict_idle(now, self.cfg.state.idle_ttl_seconds)
             self.metrics.evictions.labels(reason="idle").inc(idle)
         if not records:
+            self.source.commit({})  # offsets held back while a commit was in flight go now
             return 0
         started = time.perf_counter()
         model_before = self.engine.model_seconds

@@ -78,6 +78,7 @@ class KafkaSource:
         self._on_revoke: Callable[[set[Partition]], None] | None = None
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self._in_flight = False
+        self._sent: Offsets = {}  # what the last asynchronous commit carried
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
@@ -96,14 +97,16 @@ class KafkaSource:
         self._pending.update(offsets)
         # One commit in flight at a time: a commit per batch every few milliseconds would
         # fill the connection's in-flight slots that the fetches need.  The newest offsets
-        # go out as soon as the previous commit is answered.
-        if self._pending and not self._in_flight:
+        # go out with the first batch (or empty poll) after the previous commit is answered.
+        if not self._in_flight and self._pending != self._sent:
             self._in_flight = True
-            self.consumer.commit_async(_kafka_offsets(self._pending), callback=self._committed)
+            self._sent = dict(self._pending)
+            self.consumer.commit_async(_kafka_offsets(self._sent), callback=self._committed)
 
     def _committed(self, offsets: object, response: object) -> None:
         self._in_flight = False
         if isinstance(response, Exception):
+            self._sent = {}  # send again with the next call
             log.warning("asynchronous offset commit failed (the next one covers it): %s", response)
 
     def commit_sync(self) -> None:

@@ -194,6 +194,19 @@ metrics:
         for path in ("/healthz", "/readyz"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
                 assert r.status == 200 and json.loads(r.read())["ok"] is True
+        # while it runs (idle now), every processed offset gets committed, not only at exit
+        watcher = KafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=topics["group"], enable_auto_commit=False
+        )
+        parts = [TopicPartition(topics["input"], p) for p in range(3)]
+        ends = watcher.end_offsets(parts)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if {tp: watcher.committed(tp) for tp in parts} == ends:
+                break
+            time.sleep(0.2)
+        assert {tp: watcher.committed(tp) for tp in parts} == ends
+        watcher.close()
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.output()
