@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Cost of the scoring step per reading beside the model step, at batch 256.
+
+    .venv/bin/python bench/scoring_cost.py [--batch 256] [--hidden 64]
+
+Times, one thread: the ONNX Runtime step of an LSTM 1 x hidden for a batch; the scorer's
+update (both tests, statistics folded in) for the same batch; and the engine's whole wave
+(gather, normalise, step, score, scatter), in microseconds per reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from streamwatch.engine import Engine
+from streamwatch.model.artifact import ModelSpec, sha256_bytes
+from streamwatch.model.runtime import OnnxForecaster
+from streamwatch.normalize import Normalizer
+from streamwatch.scoring import Scorer
+from streamwatch.state import StateStore
+from streamwatch.train.export import export_onnx
+from streamwatch.train.module import Forecaster
+
+
+def per_reading(fn, rows: int, seconds: float = 2.0) -> float:
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return (time.perf_counter() - start) / n / rows * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=64)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    data = export_onnx(Forecaster(1, 1, args.hidden, 1).eval())
+    spec = ModelSpec(
+        "b", "1", ("value",), ("value",), 1, args.hidden, Normalizer(), sha256_bytes(data)
+    )
+    model = OnnxForecaster(spec, data, threads=1)
+    rng = np.random.default_rng(0)
+    b = args.batch
+    x = rng.standard_normal((b, 1)).astype(np.float32)
+    state = rng.standard_normal((b, spec.state_size)).astype(np.float32)
+    scorer = Scorer()
+    stats = scorer.new_stats(b)
+    stats[:, 0] = 1000  # past warm-up
+    errors = np.abs(rng.standard_normal(b))
+    engine = Engine(model, StateStore.for_model(spec), scorer)
+    ids = [f"s{i}" for i in range(b)]
+    values = rng.normal(100, 5, b)
+    model_us = per_reading(lambda: model.step(x, state), b)
+    score_us = per_reading(lambda: scorer.update(stats, errors), b)
+    engine_us = per_reading(lambda: engine.process(ids, values, 0.0), b)
+    print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
+    print(f"  model step (onnxruntime)     {model_us:6.3f}")
+    print(
+        f"  scoring (both tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model"
+    )
+    print(
+        f"  whole engine wave            {engine_us:6.3f}  (gather, normalise, step, score, "
+        "scatter)"
+    )
+
+
+if __name__ == "__main__":
+    main()
