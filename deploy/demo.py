@@ -182,7 +182,7 @@ def main() -> int:
                     print(
                         f"ANOMALY {time.strftime('%H:%M:%S', time.gmtime(e['ts']))} "
                         f"{e['stream']:>6}  value {e['value']:>12.4g}  predicted "
-                        f"{e['prediction']:>12.4g}  score {e['score']:6.1f}  [{label}]",
+                        f"{e['prediction']:>12.4g}  score {e['score']:5.2f}  [{label}]",
                         flush=True,
                     )
             if started[0].poll() is not None:
