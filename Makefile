@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint pytest demo example-model kafka-start kafka-stop kafka-status clean
+.PHONY: venv tools test lint pytest demo example-model kafka-start kafka-stop kafka-status clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The whole suite: lint, type check, unit tests and the tests against a real local Kafka.
-test: venv
+# Prometheus and promtool (Debian's package) check the metrics and the alert rules.
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		$$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+
+# The whole suite: lint, type check, unit tests and the tests against a real local Kafka
+# and a real Prometheus.
+test: venv tools
 	$(BIN)/python deploy/kafka/localkafka.py fetch
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest

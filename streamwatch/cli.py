@@ -358,7 +358,7 @@ def _check_mapping(cfg: Any, spec: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, disable_created_metrics
 
     from streamwatch import config
     from streamwatch.daemon import Daemon
@@ -392,6 +392,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info(
         "model %s version %s (LSTM %dx%d)", spec.name, spec.version, spec.layers, spec.hidden_size
     )
+    disable_created_metrics()  # *_created series double every counter for little use
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     health = Health(stale_after=cfg.metrics.liveness_seconds)
