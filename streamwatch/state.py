@@ -3,8 +3,9 @@
 Each array row belongs to one stream: the packed LSTM state (h and c of every layer, float32),
 the normalisation statistics, the forecast for the stream's next reading and bookkeeping.
 Engines gather rows by slot, step them together and scatter them back, so no per-stream Python
-object exists beyond the id -> slot dict.  Capacity doubles when full (amortised O(1) per new
-stream); ``max_streams`` bounds it, and past it the least recently seen stream gives way.
+object exists at all: streams are found by the hash of their id in a numpy table
+(``slotindex.py``).  Capacity doubles when full (amortised O(1) per new stream);
+``max_streams`` bounds it, and past it the least recently seen streams give way.
 
 >>> store = StateStore(state_size=4, capacity=2, max_streams=3)
 >>> store.assign(["a", "b", "a"], now=1.0).tolist()
@@ -13,6 +14,8 @@ stream); ``max_streams`` bounds it, and past it the least recently seen stream g
 ([2, 0], 3)
 >>> store.assign(["d"], now=3.0).tolist(), store.evicted_lru  # "b" was seen least recently
 ([1], 1)
+>>> "b" in store, store.slot("d"), len(store)
+(False, 1, 3)
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import numpy as np
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import Normalizer
 from streamwatch.scoring import N_STATS
+from streamwatch.slotindex import SlotIndex, hashes
+
+_ROWS = ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner", "last_ts", "key")
 
 
 class StateStore:
@@ -37,15 +43,18 @@ class StateStore:
         self.state_size = state_size
         self.n_targets = n_targets
         self.max_streams = max_streams
-        self.index: dict[str, int] = {}
         self.evicted_lru = 0
         self.evicted_idle = 0
-        self._alloc(max(1, min(capacity, max_streams)))
+        self._t0: float | None = None  # the clock's value at the first assign
+        capacity = max(1, min(capacity, max_streams))
+        self.index = SlotIndex(2 * capacity)
+        self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
         self.capacity = capacity
-        self.ids: list[str | None] = [None] * capacity
-        self.free: list[int] = list(range(capacity - 1, -1, -1))  # pop() hands out slot 0 first
+        # free slots as a stack: slot 0 is handed out first
+        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int32)
+        self.n_free = capacity
         self.state = np.zeros((capacity, self.state_size), np.float32)
         self.norm = Normalizer.new_stats(capacity * self.n_targets).reshape(capacity, -1, 3)
         self.forecast = np.full((capacity, self.n_targets), np.nan)  # next reading, raw units
@@ -53,9 +62,12 @@ class StateStore:
         # the scorer's per-stream statistics: float32 is plenty for them, and 20 bytes a
         # stream fewer at a million streams
         self.scores = np.zeros((capacity, N_STATS), np.float32)
-        self.last_seen = np.zeros(capacity)  # wall-clock seconds, from the injected clock
-        self.owner = np.full(capacity, -1, np.int32)  # the source partition it arrives on
+        # wall-clock seconds since the store's first assign (float32: a millisecond's
+        # resolution over a week, and 4 bytes a stream fewer than epoch seconds in float64)
+        self.last_seen = np.zeros(capacity, np.float32)
+        self.owner = np.full(capacity, -1, np.int16)  # the source partition it arrives on
         self.last_ts = np.full(capacity, np.nan)  # the stream's latest reading time (epoch s)
+        self.key = np.zeros(capacity, np.uint64)  # the slot's stream id hash; 0: free
 
     @classmethod
     def for_model(cls, spec: ModelSpec, **kwargs: int) -> StateStore:
@@ -65,31 +77,33 @@ class StateStore:
     def __len__(self) -> int:
         return len(self.index)
 
+    def __contains__(self, stream: str) -> bool:
+        return self.slot(stream) is not None
+
+    def slot(self, stream: str) -> int | None:
+        found = int(self.index.lookup(hashes([stream]))[0])
+        return None if found < 0 else found
+
     def nbytes(self) -> int:
-        arrays = (
-            self.state,
-            self.norm,
-            self.forecast,
-            self.scale,
-            self.scores,
-            self.last_seen,
-            self.owner,
-            self.last_ts,
-        )
-        return sum(a.nbytes for a in arrays)
+        rows = sum(getattr(self, name).nbytes for name in _ROWS)
+        return rows + self.free.nbytes + self.index.nbytes()
+
+    def _used(self) -> np.ndarray:
+        return np.flatnonzero(self.key)
 
     def _grow(self) -> None:
         old = self.capacity
         new = min(old * 2, self.max_streams)
-        arrays = ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner", "last_ts")
-        for name in arrays:
+        for name in _ROWS:
             arr = getattr(self, name)
             grown = np.empty((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
             setattr(self, name, grown)
-        self.ids.extend([None] * (new - old))
-        self.free.extend(range(new - 1, old - 1, -1))
-        self.capacity = new
+        self.key[old:] = 0
+        free = np.empty(new, np.int32)
+        free[: self.n_free] = self.free[: self.n_free]
+        free[self.n_free : self.n_free + new - old] = np.arange(new - 1, old - 1, -1)
+        self.free, self.n_free, self.capacity = free, self.n_free + new - old, new
 
     def _reset(self, slot: int) -> None:
         self.state[slot] = 0.0
@@ -100,33 +114,40 @@ class StateStore:
         self.last_ts[slot] = np.nan
 
     def _release(self, slot: int) -> None:
-        stream = self.ids[slot]
-        if stream is not None:
-            del self.index[stream]
-        self.ids[slot] = None
-        self.free.append(slot)
+        key = int(self.key[slot])
+        if key:
+            self.index.delete(key)
+            self.key[slot] = 0
+            self.free[self.n_free] = slot
+            self.n_free += 1
 
     def assign(self, stream_ids: list[str], now: float) -> np.ndarray:
         """Slots for ``stream_ids`` (new streams get fresh state); marks them seen at ``now``."""
-        slots = np.empty(len(stream_ids), np.int64)
-        index = self.index
-        for i, stream in enumerate(stream_ids):
-            slot = index.get(stream)
-            if slot is None:
-                slot = self._new_slot(slots[:i])
-                index[stream] = slot
-                self.ids[slot] = stream
+        keys = hashes(stream_ids)
+        slots = self.index.lookup(keys)
+        # New streams (rare once running) one by one: a batch may bring one twice.
+        for i in np.flatnonzero(slots < 0).tolist():
+            key = int(keys[i])
+            slot = self.index.get(key)
+            if slot < 0:
+                # every slot this batch already holds, found earlier or later in it, stays
+                slot = self._new_slot(slots)
+                self.index.insert(key, slot)
+                self.key[slot] = key
             slots[i] = slot
-        self.last_seen[slots] = now
+        if self._t0 is None:
+            self._t0 = now
+        self.last_seen[slots] = now - self._t0
         return slots
 
     def _new_slot(self, pinned: np.ndarray) -> int:
-        if not self.free:
+        if not self.n_free:
             if self.capacity < self.max_streams:
                 self._grow()
             else:
-                self._evict_lru(pinned)
-        slot = self.free.pop()
+                self._evict_lru(pinned[pinned >= 0])  # -1: still to be assigned
+        self.n_free -= 1
+        slot = int(self.free[self.n_free])
         self._reset(slot)
         return slot
 
@@ -148,9 +169,9 @@ class StateStore:
     def drop_owners(self, owners: set[int]) -> int:
         """Drop the streams that arrive on the given partitions (revoked in a rebalance: the
         replica that takes them over builds their state afresh); return how many went."""
-        if not owners or not self.index:
+        if not owners or not len(self):
             return 0
-        used = np.fromiter(self.index.values(), np.int64, len(self.index))
+        used = self._used()
         gone = used[np.isin(self.owner[used], list(owners))]
         for slot in gone.tolist():
             self._release(slot)
@@ -158,8 +179,10 @@ class StateStore:
 
     def evict_idle(self, now: float, ttl: float) -> int:
         """Drop streams not seen for ``ttl`` seconds; return how many went."""
-        used = np.fromiter(self.index.values(), np.int64, len(self.index))
-        stale = used[self.last_seen[used] < now - ttl]
+        if self._t0 is None:
+            return 0
+        used = self._used()
+        stale = used[self.last_seen[used] < now - self._t0 - ttl]
         for slot in stale.tolist():
             self._release(slot)
         self.evicted_idle += len(stale)

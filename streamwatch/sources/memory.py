@@ -12,19 +12,24 @@ class MemorySource:
     def __init__(self, records: Iterable[Record], batch_size: int = 500) -> None:
         self.pending = list(records)
         self.batch_size = batch_size
+        self._left: dict[Partition, int] = {}
+        for r in self.pending:
+            self._left[(r.topic, r.partition)] = self._left.get((r.topic, r.partition), 0) + 1
         self.committed: Offsets = {}
         self.closed = False
         self._on_revoke: Callable[[set[Partition]], None] | None = None
 
     def poll(self, timeout_ms: int) -> list[Record]:
         batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+        for r in batch:
+            self._left[(r.topic, r.partition)] -= 1
         return batch
 
     def commit(self, offsets: Offsets) -> None:
         self.committed.update(offsets)
 
     def assignment(self) -> set[tuple[str, int]]:
-        return {(r.topic, r.partition) for r in self.pending} | set(self.committed)
+        return set(self._left)
 
     def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
         self._on_revoke = callback
@@ -35,10 +40,7 @@ class MemorySource:
             self._on_revoke(partitions)
 
     def lag(self) -> dict[Partition, int]:
-        lag: dict[Partition, int] = {}
-        for r in self.pending:
-            lag[(r.topic, r.partition)] = lag.get((r.topic, r.partition), 0) + 1
-        return lag
+        return dict(self._left)
 
     def close(self) -> None:
         self.closed = True
