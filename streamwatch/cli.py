@@ -190,15 +190,12 @@ _TRAIN_FLAGS = (
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamwatch.data import DataError, read_rows
     from streamwatch.engine import Engine
-    from streamwatch.model import load_model
     from streamwatch.replay import replay, write_scores
     from streamwatch.scoring import Scorer
     from streamwatch.state import StateStore
 
-    try:
-        model = load_model(args.model)
-    except ModelError as exc:
-        print(f"streamwatch: model refused: {exc}", file=sys.stderr)
+    model = _model_or_none(args.model)
+    if model is None:
         return 1
     try:
         scorer = Scorer(
@@ -289,13 +286,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # -- model show --------------------------------------------------------------------------------
 
 
-def cmd_model_show(args: argparse.Namespace) -> int:
+def _model_or_none(directory: str) -> Any:
+    """The loaded model, or None after printing why it was refused."""
     from streamwatch.model import load_model
 
     try:
-        model = load_model(args.dir)
+        return load_model(directory)
     except ModelError as exc:
         print(f"streamwatch: model refused: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_model_show(args: argparse.Namespace) -> int:
+    model = _model_or_none(args.dir)
+    if model is None:
         return 1
     d = model.spec.to_dict()
     val = d["training"].get("validation", {})

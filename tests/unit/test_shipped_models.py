@@ -73,3 +73,38 @@ def test_shipped_model_contract(model_dir: Path) -> None:
     # deterministic
     again = served.step(x, state)
     assert all(np.array_equal(a, b) for a, b in zip(again, (mu, sigma, new_state), strict=True))
+
+
+def test_model_show_prints_the_artifact_and_refuses_bad_ones(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    example = SHIPPED[0]
+    r = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "model", "show", str(example)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((example / "model.json").read_text())
+    for text in (
+        meta["name"],
+        meta["version"],
+        meta["onnx"]["sha256"],
+        "validation  nll",
+        f"{meta['hidden_size']} hidden",
+        "calibration",
+    ):
+        assert text in r.stdout
+    broken = Path(shutil.copytree(example, tmp_path / "broken"))
+    (broken / "model.onnx").write_bytes(b"not onnx")
+    r = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "model", "show", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "sha256 mismatch" in r.stderr
