@@ -161,6 +161,12 @@ def main() -> None:
         default="0.5",
         help="comma-separated score thresholds, each replayed (default 0.5)",
     )
+    p.add_argument(
+        "--hold",
+        type=int,
+        default=100,
+        help="readings an episode stays flagged after its last trigger (100)",
+    )
     p.add_argument("--skip-msl", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--json", type=Path, help="write the figures as JSON")
@@ -169,7 +175,7 @@ def main() -> None:
     cfg = TrainConfig(
         hidden_size=args.hidden, epochs=args.epochs, patience=10, seed=0, device="cpu"
     )
-    scorers = [Scorer(threshold=float(t)) for t in args.thresholds.split(",")]
+    scorers = [Scorer(threshold=float(t), hold=args.hold) for t in args.thresholds.split(",")]
     print(f"model LSTM 1x{args.hidden}, up to {args.epochs} epochs; scorer {scorers[0]}")
     results: dict[str, object] = {}
     if not args.skip_msl:

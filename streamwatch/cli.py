@@ -199,7 +199,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     try:
         scorer = Scorer(
-            args.threshold, args.warmup, args.short_alpha, args.long_window, args.learn_anomalies
+            args.threshold,
+            args.warmup,
+            args.short_alpha,
+            args.long_window,
+            args.learn_anomalies,
+            args.hold,
         )
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
@@ -527,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--warmup", type=int, default=300, help="readings before flags (300)")
     rp.add_argument("--short-alpha", type=float, default=0.1)
     rp.add_argument("--long-window", type=int, default=2000)
+    rp.add_argument(
+        "--hold",
+        type=int,
+        default=0,
+        help="readings an episode stays flagged after its last trigger (default 0)",
+    )
     rp.add_argument(
         "--learn-anomalies",
         action="store_true",

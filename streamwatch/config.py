@@ -190,10 +190,16 @@ class ScoringConfig:
     short_alpha: float = 0.1
     long_window: int = 2000
     learn_anomalies: bool = False
+    hold: int = 0  # readings an episode stays flagged after its last trigger
 
     def scorer(self) -> Scorer:
         return Scorer(
-            self.threshold, self.warmup, self.short_alpha, self.long_window, self.learn_anomalies
+            self.threshold,
+            self.warmup,
+            self.short_alpha,
+            self.long_window,
+            self.learn_anomalies,
+            self.hold,
         )
 
     def check(self, path: str) -> None:

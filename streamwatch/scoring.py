@@ -21,10 +21,17 @@ S = -log10(p), and the score S / (S + 5) of the larger of the two: 0.5 means a
 one-in-100,000 event, 0.67 one in 10^10.  Scores are comparable across streams and models,
 and do not saturate, so a threshold can be set as high as a noisy domain needs.
 
+Both tests use the stream's own error statistics only to become *less* sensitive than the
+model's stated uncertainty, never more: on a flat stretch where errors are near zero, the
+reference stays at what Gaussian errors of the model's scale would give, so that small blips
+on piecewise-constant telemetry are not news.
+
 Scoring is separate from thresholding: a reading is flagged when its score reaches
-``threshold`` once the stream has left warm-up.  Whether flagged readings update the running
-statistics is an explicit choice (``learn_anomalies``, off by default: an anomaly must not teach
-the stream that anomalies are normal).
+``threshold`` once the stream has left warm-up; with ``hold`` > 0 a stream's anomaly episode
+stays flagged that many readings after its last trigger (causal, like an alert's
+keep-firing time), so one event is not reported as a string of fragments.  Whether flagged
+readings update the running statistics is an explicit choice (``learn_anomalies``, off by
+default: an anomaly must not teach the stream that anomalies are normal).
 
 >>> scorer = Scorer(threshold=0.5, warmup=50)
 >>> stats = scorer.new_stats(1)
@@ -46,11 +53,13 @@ import numpy as np
 
 # Columns of a stream's scoring statistics: readings learned from, the short average of
 # errors ** _POWER, the mean log error, and the mean and variance of the short average.
-SEEN, SHORT, MEAN_L, MEAN_S, VAR_S = range(5)
-N_STATS = 5
+SEEN, SHORT, MEAN_L, MEAN_S, VAR_S, HOLD = range(6)
+N_STATS = 6
 
 _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
 _POWER = 0.4
+# Var(|Z| ** 0.4) for Z ~ N(0, 1): E|Z|^0.8 - (E|Z|^0.4)^2 = 0.7955 - 0.8413^2
+_VAR_POWERED = 0.0877
 _LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
 _LN10 = np.log(10.0)
 _HALF_SCORE_SURPRISE = 5.0  # -log10 tail probability that maps to score 0.5
@@ -90,6 +99,7 @@ class Scorer:
     short_alpha: float = 0.1  # weight of a new log error in the collective test's average
     long_window: int = 2000  # readings of memory for the stream's error statistics
     learn_anomalies: bool = False  # do flagged readings update the statistics?
+    hold: int = 0  # readings an episode stays flagged after its last trigger
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -100,6 +110,8 @@ class Scorer:
             raise ValueError("scoring.long_window must be >= 2")
         if self.warmup < 0:
             raise ValueError("scoring.warmup must be >= 0")
+        if self.hold < 0:
+            raise ValueError("scoring.hold must be >= 0")
 
     @staticmethod
     def new_stats(n: int) -> np.ndarray:
@@ -118,14 +130,21 @@ class Scorer:
             first, powered, stats[:, SHORT] + self.short_alpha * (powered - stats[:, SHORT])
         )
         # |N(0,1)| exceeds e with probability 2 Q(e) = Q(e) * 10^(log10 2): shift the score
-        typical = np.exp(stats[:, MEAN_L] + _LOG_ABS_NORMAL)
+        # a stream's errors may make the test less sensitive than the model's own scale says,
+        # never more: a flat stretch with near-zero errors must not turn every blip into news
+        typical = np.maximum(np.exp(stats[:, MEAN_L] + _LOG_ABS_NORMAL), 1.0)
         point = surprise(e / typical, two_sided=True)  # e is |error|: both signs count
-        z_short = (short - stats[:, MEAN_S]) / np.sqrt(stats[:, VAR_S] + 1e-12)
+        # never more sensitive than Gaussian errors at the model's own scale would make it
+        floor = _VAR_POWERED * self.short_alpha / (2.0 - self.short_alpha)
+        z_short = (short - stats[:, MEAN_S]) / np.sqrt(np.maximum(stats[:, VAR_S], floor))
         ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
         collective = surprise(np.abs(z_short), two_sided=True)
         score = np.where(ready, to_score(np.maximum(point, collective)), 0.0)
-        flag = ready & (score >= self.threshold)
-        learn = valid & (~flag | self.learn_anomalies)
+        trigger = ready & (score >= self.threshold)
+        held = stats[:, HOLD] > 0
+        stats[:, HOLD] = np.where(trigger, self.hold, np.maximum(stats[:, HOLD] - valid, 0))
+        flag = trigger | (held & valid)
+        learn = valid & (~trigger | self.learn_anomalies)
         n = seen + learn
         alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
         stats[:, MEAN_L] += alpha * (log_e - stats[:, MEAN_L])

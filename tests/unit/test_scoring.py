@@ -82,3 +82,22 @@ def test_no_forecast_means_no_score() -> None:
 def test_scorer_validates(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="scoring"):
         Scorer(**bad)  # type: ignore[arg-type]
+
+
+def test_flat_stretches_do_not_make_blips_news() -> None:
+    """Near-zero errors for a long time (piecewise-constant telemetry) must not make a small
+    miss look extreme: the model's own scale bounds the sensitivity."""
+    errors = np.full((1000, 1), 1e-4)
+    errors[900] = 2.0  # two model-scale units: ordinary
+    errors[950] = 9.0  # nine: not ordinary
+    _, flags = _run(Scorer(warmup=100), errors)
+    assert not flags[900] and flags[950]
+
+
+def test_hold_keeps_an_episode_flagged() -> None:
+    errors = np.abs(np.random.default_rng(4).standard_normal((600, 1)))
+    errors[400] = 15.0
+    _, plain = _run(Scorer(warmup=100), errors)
+    _, held = _run(Scorer(warmup=100, hold=20), errors)
+    assert plain[400:421, 0].sum() < 21
+    assert held[400:421, 0].all() and not held[421:450, 0].any()
