@@ -57,7 +57,8 @@ class Daemon:
             i.max_message_bytes,
             i.max_stream_id_length,
         )
-        self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 0
+        # a file source waits this long for input too, rather than spinning on an idle pipe
+        self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 500
         self._owner_ids: dict[Partition, int] = {}  # partition -> small int kept per stream
         source.on_revoke(self._revoked)
         self.running = False

@@ -86,3 +86,35 @@ def test_fields_must_match_the_model(tmp_path: Path) -> None:
     r = _run(_config(tmp_path, covariate_fields=["deploying"]))
     assert r.returncode == 78
     assert b"input.covariate_fields: model example takes 0 covariate(s)" in r.stderr
+
+
+def test_idle_pipe_does_not_spin_and_second_sigint_forces_exit(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace(f'"{tmp_path / "in.jsonl"}"', '"-"'))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(3.0)  # started; its input is open and silent
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{proc.pid}/stat") as f:
+            before = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
+        time.sleep(2.0)
+        with open(f"/proc/{proc.pid}/stat") as f:
+            after = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
+        assert (after - before) / ticks < 0.5  # waiting, not spinning (< 25 % of a core)
+        proc.send_signal(signal.SIGINT)  # drains: the loop ends after its current wait ...
+        time.sleep(0.05)  # (two signals sent at once would merge into one)
+        proc.send_signal(signal.SIGINT)  # ... unless a second interrupt forces the exit
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
