@@ -23,18 +23,31 @@ def _load_localkafka():  # deploy/kafka/localkafka.py is a script, not part of t
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address of a real broker: STREAMWATCH_KAFKA_BOOTSTRAP, or one we start."""
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real broker: the one STREAMWATCH_KAFKA_BOOTSTRAP (and _SASL_BOOTSTRAP, a
+    SASL_PLAINTEXT listener with PLAIN and SCRAM-SHA-256 for user streamwatch /
+    streamwatch-secret) name, or one we start with both listeners."""
     given = os.environ.get("STREAMWATCH_KAFKA_BOOTSTRAP")
     if given:
-        yield given
+        yield {"plain": given, "sasl": os.environ.get("STREAMWATCH_KAFKA_SASL_BOOTSTRAP", "")}
         return
     broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka"))
     bootstrap = broker.start()
     try:
-        yield bootstrap
+        yield {"plain": bootstrap, "sasl": broker.sasl_bootstrap_file.read_text().strip()}
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: dict[str, str]) -> str:
+    return kafka_broker["plain"]
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_bootstrap(kafka_broker: dict[str, str]) -> str:
+    assert kafka_broker["sasl"], "set STREAMWATCH_KAFKA_SASL_BOOTSTRAP with an external broker"
+    return kafka_broker["sasl"]
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +67,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        if {"kafka_bootstrap", "kafka_sasl_bootstrap"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
 
 

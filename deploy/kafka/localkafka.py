@@ -36,6 +36,9 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 CACHE = HERE / ".cache"
 DEFAULT_RUN_DIR = HERE / ".run"
+# A SASL_PLAINTEXT listener beside the plain one, for testing authenticated clients: PLAIN and
+# SCRAM-SHA-256 with one user.  A throwaway credential for a loopback-only scratch broker.
+SASL_USER, SASL_PASSWORD = "streamwatch", "streamwatch-secret"
 
 
 def kafka_version() -> str:
@@ -139,6 +142,7 @@ class LocalKafka:
         self.run_dir = Path(run_dir).resolve()
         self.pid_file = self.run_dir / "broker.pid"
         self.bootstrap_file = self.run_dir / "bootstrap"
+        self.sasl_bootstrap_file = self.run_dir / "bootstrap-sasl"
         self.log_file = self.run_dir / "broker.log"
         self._proc: subprocess.Popen[bytes] | None = None  # set when this object started it
 
@@ -168,12 +172,12 @@ class LocalKafka:
         lib = fetch()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        controller_port = free_port()
+        controller_port, sasl_port = free_port(), free_port()
         data = self.run_dir / "data"
         if data.exists():
             shutil.rmtree(data)  # a fresh log dir every start: this is a scratch broker
         props = self.run_dir / "server.properties"
-        props.write_text(_server_properties(port, controller_port, data))
+        props.write_text(_server_properties(port, controller_port, sasl_port, data))
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         classpath = f"{lib}/*"
@@ -190,7 +194,17 @@ class LocalKafka:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         with self.log_file.open("wb") as out:
             subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [
+                    *base,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--add-scram",
+                    f"SCRAM-SHA-256=[name={SASL_USER},password={SASL_PASSWORD}]",
+                ],
                 check=True,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -211,6 +225,7 @@ class LocalKafka:
             if proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {proc.returncode}; see {self.log_file}")
             if broker_ready(port):
+                self.sasl_bootstrap_file.write_text(f"127.0.0.1:{sasl_port}\n")
                 self.bootstrap_file.write_text(bootstrap + "\n")
                 return bootstrap
             time.sleep(0.3)
@@ -221,6 +236,7 @@ class LocalKafka:
         """Stop the broker (controlled shutdown, then kill); True if one was running."""
         pid = self.pid()
         self.bootstrap_file.unlink(missing_ok=True)
+        self.sasl_bootstrap_file.unlink(missing_ok=True)
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
@@ -251,16 +267,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _server_properties(port: int, controller_port: int, data: Path) -> str:
+def _server_properties(port: int, controller_port: int, sasl_port: int, data: Path) -> str:
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
+SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
+SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required \
+user_{SASL_USER}="{SASL_PASSWORD}";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=true

@@ -4,6 +4,7 @@ metrics served, SIGTERM drains, and a restart resumes from the committed offsets
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -117,11 +118,14 @@ def _wait_metric(port: int, name: str, at_least: float, timeout: float) -> float
 
 
 class _Daemon:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(config)], stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-c", RUNNER, str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
 
     def terminate(self, timeout: float = 30.0) -> int:
@@ -366,3 +370,55 @@ def test_sigterm_under_load_drains_and_loses_nothing(
     finally:
         assert restart.terminate() == 0, restart.output()
     assert rest == len(messages) - committed  # resumed exactly at the committed offsets
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_sasl_listener_with_the_password_from_the_environment(
+    kafka_bootstrap: str,
+    kafka_sasl_bootstrap: str,
+    model_dir: Path,
+    topics: dict[str, str],
+    tmp_path: Path,
+    mechanism: str,
+) -> None:
+    """The daemon authenticates on a SASL_PLAINTEXT listener, reading the password from the
+    environment variable the config names; the password never appears in its log."""
+    port = _free_port()
+    config = tmp_path / "sasl.yaml"
+    config.write_text(
+        f'kafka:\n  bootstrap_servers: "{kafka_sasl_bootstrap}"\n  input_topics: '
+        f"[{topics['input']}]\n  group_id: {topics['group']}-{mechanism}\n"
+        f"  security_protocol: SASL_PLAINTEXT\n  sasl_mechanism: {mechanism}\n"
+        f"  sasl_username: streamwatch\n  sasl_password_env: SW_TEST_KAFKA_PASSWORD\n"
+        f'model:\n  path: "{model_dir}"\noutputs:\n  anomalies_topic: {topics["anomalies"]}\n'
+        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+        "logging:\n  level: DEBUG\n"
+    )
+    readings = _readings(0, 100)
+    _produce(kafka_bootstrap, topics["input"], readings)
+    daemon = _Daemon(
+        config, tmp_path / "sasl.log", env={"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
+    )
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", len(readings), timeout=90)
+    finally:
+        assert daemon.terminate() == 0, daemon.output()
+    assert "streamwatch-secret" not in daemon.output()
+    wrong = _Daemon(config, tmp_path / "wrong.log", env={"SW_TEST_KAFKA_PASSWORD": "nope"})
+    try:
+        time.sleep(8.0)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"streamwatch_records_consumed_total 0.0" in text  # refused: nothing consumed
+    finally:
+        wrong.terminate()
+    missing = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "SW_TEST_KAFKA_PASSWORD"},
+    )
+    assert missing.returncode == 78
+    assert "kafka.sasl_password_env: environment variable 'SW_TEST_KAFKA_PASSWORD' is not set" in (
+        missing.stderr
+    )
