@@ -11,7 +11,9 @@ Usage::
 The jars come from Maven Central through ``pom.xml`` beside this file and are cached in
 ``deploy/kafka/.cache/lib-<version>/`` (gitignored), reused when present.  The broker's state
 (config, data, log, pid, bootstrap address) lives in the run directory, ``deploy/kafka/.run``
-unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.
+unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.  Beside the plain listener there
+is a SASL_PLAINTEXT one (PLAIN and SCRAM-SHA-256, see SASL_USER below); its address is in
+``bootstrap-sasl`` in the run directory.
 
 Standard library only: the tests import this module before anything else is installed.
 """
