@@ -151,9 +151,11 @@ class Daemon:
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
 
+        sent = {"anomaly": 0, "score": 0, "dead_letter": 0}
         batch = self.format.decode_batch(records)
         for i, err in batch.errors:
             self._dead_letter(records[i], err)
+        sent["dead_letter"] = len(batch.errors)
         good, streams, stamps, values = batch.index, batch.streams, batch.timestamps, batch.values
         record_ms = np.fromiter((records[i].timestamp for i in good), np.float64, len(good))
 
@@ -169,7 +171,9 @@ class Daemon:
                 timestamps=np.asarray(stamps),
             )
             if verdicts.skipped.any():
-                for j in np.flatnonzero(verdicts.skipped).tolist():
+                late = np.flatnonzero(verdicts.skipped).tolist()
+                sent["dead_letter"] += len(late)
+                for j in late:
                     self._dead_letter(
                         records[good[j]],
                         DecodeError(
@@ -184,16 +188,18 @@ class Daemon:
             for j in flagged.tolist():
                 event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                 self.sink.send(Outgoing(outputs.anomalies_topic, streams[j].encode(), event))
-            self.metrics.anomalies.inc(len(flagged))
-            self.metrics.produced.labels(kind="anomaly").inc(len(flagged))
+            sent["anomaly"] = len(flagged)
             if outputs.scores_topic:
                 for j in range(len(good)):
                     event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                     self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
-                self.metrics.produced.labels(kind="score").inc(len(good))
+                sent["score"] = len(good)
 
         self.sink.flush(30.0)  # every output of the batch acknowledged ...
         latency = np.maximum(self.clock() - record_ms / 1000.0, 0.0)
+        self.metrics.anomalies.inc(sent["anomaly"])
+        for kind, n in sent.items():  # counted once the broker has them
+            self.metrics.produced.labels(kind=kind).inc(n)
         self.source.commit(_next_offsets(records))  # ... before its offsets are committed
         self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -276,7 +282,6 @@ class Daemon:
             Outgoing(self.cfg.outputs.dead_letter_topic, rec.key, rec.value or b"", headers)
         )
         self.metrics.dead_letters.labels(reason=err.reason).inc()
-        self.metrics.produced.labels(kind="dead_letter").inc()
 
 
 def _next_offsets(records: list[Record]) -> Offsets:
