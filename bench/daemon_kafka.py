@@ -86,17 +86,22 @@ def produce(bootstrap: str, topic: str, n: int, streams: int) -> float:
     return time.perf_counter() - started
 
 
-def bare(bootstrap: str, topic: str, n: int) -> float:
+def _reader(bootstrap: str, topic: str, **settings: object):
+    """A group-less consumer from the start of ``topic``, as both baselines use."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(
+    return KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        max_poll_records=2000,
+        **settings,
     )
+
+
+def bare(bootstrap: str, topic: str, n: int) -> float:
+    consumer = _reader(bootstrap, topic, max_poll_records=2000)
     started, seen = time.perf_counter(), 0
     while seen < n:
         for records in consumer.poll(timeout_ms=500).values():
@@ -108,20 +113,14 @@ def bare(bootstrap: str, topic: str, n: int) -> float:
 
 
 def naive(bootstrap: str, topic: str, n: int, model_dir: Path) -> float:
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     from streamwatch.model import load_model
 
     model = load_model(model_dir)
     states: dict[str, np.ndarray] = {}
     preds: dict[str, float] = {}
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _reader(bootstrap, topic)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     x = np.zeros((1, 1), np.float32)
     started, seen = time.perf_counter(), 0

@@ -112,8 +112,8 @@ def synthetic(
         np.repeat(test.timestamps, n),
         test.values.T.reshape(-1),
     )
-    per = np.asarray(rows.streams, dtype=object)
-    idx = [np.flatnonzero(per == s) for s in test.stream_ids]
+    groups = rows.by_stream()
+    idx = [groups[s] for s in test.stream_ids]
     spans: dict[str, list[tuple[int, int]]] = {s: [] for s in test.stream_ids}
     for a in test.anomalies:
         spans[a.stream].append((a.start, a.end))

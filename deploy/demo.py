@@ -63,8 +63,10 @@ def main() -> int:
 
         say(f"generating {args.streams} streams of history and training a model ...")
         sw = [str(BIN)]
-        subprocess.run(
-            [
+
+        def generate(anomalies: int, seed: int, *rest: str) -> list[str]:
+            """Two weeks of 5-minute readings of the demo's streams."""
+            return [
                 *sw,
                 "generate",
                 "--streams",
@@ -72,14 +74,13 @@ def main() -> int:
                 "--length",
                 "4032",
                 "--anomalies-per-stream",
-                "0",
+                str(anomalies),
                 "--seed",
-                "1",
-                "--out",
-                str(WORK / "history.csv"),
-            ],
-            check=True,
-        )
+                str(seed),
+                *rest,
+            ]
+
+        subprocess.run(generate(0, 1, "--out", str(WORK / "history.csv")), check=True)
         subprocess.run(
             [
                 *sw,
@@ -138,17 +139,9 @@ def main() -> int:
         producer_log = (WORK / "producer.log").open("wb")
         started.append(
             subprocess.Popen(
-                [
-                    *sw,
-                    "generate",
-                    "--streams",
-                    str(args.streams),
-                    "--length",
-                    "4032",
-                    "--anomalies-per-stream",
-                    "2",
-                    "--seed",
-                    "2",
+                generate(
+                    2,
+                    2,
                     "--labels",
                     str(labels),
                     "--kafka",
@@ -157,7 +150,7 @@ def main() -> int:
                     topics["in"],
                     "--rate",
                     str(args.rate),
-                ],
+                ),
                 stdout=producer_log,
                 stderr=subprocess.STDOUT,
             )

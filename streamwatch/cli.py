@@ -255,7 +255,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from streamwatch.evaluate import report
     from streamwatch.labels import LabelError, read_labels
@@ -267,9 +266,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (OSError, ValueError, LabelError) as exc:
         print(f"streamwatch evaluate: {exc}", file=sys.stderr)
         return 2
-    stream_arr = np.asarray(rows.streams, dtype=object)
-    names = list(dict.fromkeys(rows.streams))
-    idx = [np.flatnonzero(stream_arr == n) for n in names]
+    groups = rows.by_stream()
+    names, idx = list(groups), list(groups.values())
     result = report(
         names, [scores[i] for i in idx], [flags[i] for i in idx], [labels.get(n, []) for n in names]
     )

@@ -203,11 +203,7 @@ class ScoringConfig:
         )
 
     def check(self, path: str) -> None:
-        try:
-            self.scorer()
-        except ValueError as exc:
-            key = str(exc).split(" ", 1)[0].split(".", 1)[-1]
-            raise ConfigError(f"{path}.{key}", str(exc).split(" ", 1)[1]) from None
+        self.scorer()  # its ValueErrors name the key; build() turns them into ConfigErrors
 
 
 @dataclass(frozen=True)
@@ -231,11 +227,7 @@ class StateConfig:
         return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
 
     def check(self, path: str) -> None:
-        try:
-            self.policy()
-        except ValueError as exc:
-            key = str(exc).split(" ", 1)[0].split(".", 1)[-1]
-            raise ConfigError(f"{path}.{key}", str(exc).split(" ", 1)[1]) from None
+        self.policy()  # its ValueErrors name the key; build() turns them into ConfigErrors
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
 
@@ -336,12 +328,22 @@ def build(cls: type, data: Any, path: str) -> Any:
             raise ConfigError(key_path, "required key is missing")
     try:
         obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:  # a dataclass's own __post_init__ validation
-        raise ConfigError(path, str(exc)) from None
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(path)
+        check = getattr(obj, "check", None)
+        if check is not None:
+            check(path)
+    except (TypeError, ValueError) as exc:  # validation by the objects a section builds
+        raise _config_error(path, exc) from None
     return obj
+
+
+def _config_error(path: str, exc: Exception) -> ConfigError:
+    """Validation messages of the core read "section.key what is wrong" (Scorer, TimePolicy,
+    Normalizer, TrainConfig): turn that into the key path under ``path``."""
+    first, _, rest = str(exc).partition(" ")
+    if "." in first and rest:
+        key = first.rstrip(":").split(".", 1)[1]
+        return ConfigError(f"{path}.{key}" if path else key, rest)
+    return ConfigError(path, str(exc))
 
 
 def parse(data: Any) -> Config:

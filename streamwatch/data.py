@@ -47,6 +47,14 @@ class Rows:
     def __len__(self) -> int:
         return len(self.streams)
 
+    def by_stream(self) -> dict[str, np.ndarray]:
+        """Stream -> its row indices, in order; streams in order of first appearance (one
+        pass, however many streams)."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, stream in enumerate(self.streams):
+            groups[stream].append(i)
+        return {s: np.asarray(ix, np.int64) for s, ix in groups.items()}
+
 
 def read_rows(
     paths: Iterable[Path | str], target: int | Sequence[int] = 0, covariates: bool = False
@@ -105,11 +113,8 @@ def load_series(
     """Stream -> (time,) readings, or (time, targets + covariates) with several targets or
     with ``covariates``: target columns first."""
     rows = read_rows(paths, target, covariates)
-    by_stream: dict[str, list[int]] = defaultdict(list)
-    for i, stream in enumerate(rows.streams):
-        by_stream[stream].append(i)
     out = {}
-    for stream, idx in by_stream.items():
+    for stream, idx in rows.by_stream().items():
         values = rows.values[idx]
         if rows.covariates is not None:
             values = np.column_stack([values, rows.covariates[idx]])

@@ -60,10 +60,7 @@ def read_labels(path: Path | str, rows: Rows) -> dict[str, list[Span]]:
 
 
 def _stream_timestamps(rows: Rows) -> dict[str, np.ndarray]:
-    idx: dict[str, list[int]] = {}
-    for i, s in enumerate(rows.streams):
-        idx.setdefault(s, []).append(i)
-    return {s: rows.timestamps[ix] for s, ix in idx.items()}
+    return {s: rows.timestamps[ix] for s, ix in rows.by_stream().items()}
 
 
 def _read_msl(path: Path, stamps: dict[str, np.ndarray]) -> dict[str, list[Span]]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from streamwatch.data import Rows
 from streamwatch.engine import Verdicts
 
@@ -20,8 +18,8 @@ def plot_replay(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(rows.streams))[:max_streams]
-    stream_arr = np.asarray(rows.streams, dtype=object)
+    groups = rows.by_stream()
+    names = list(groups)[:max_streams]
     fig, axes = plt.subplots(
         2 * len(names),
         1,
@@ -30,7 +28,7 @@ def plot_replay(
         gridspec_kw={"height_ratios": [3, 1] * len(names)},
     )
     for k, name in enumerate(names):
-        idx = np.flatnonzero(stream_arr == name)
+        idx = groups[name]
         t = rows.timestamps[idx]
         ax, ax_score = axes[2 * k, 0], axes[2 * k + 1, 0]
         pred, scale = verdicts.prediction[idx, 0], verdicts.scale[idx, 0]  # the first target

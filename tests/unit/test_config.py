@@ -49,17 +49,21 @@ def test_load_reports_bad_yaml(tmp_path: Path) -> None:
         load(p)
 
 
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamwatch", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_check_config_exits_78_naming_the_key(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(
         "kafka:\n  bootstrap_servers: k:9092\n  input_topics: [in]\nscoring:\n  threshhold: 3\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamwatch", "check-config", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _check_config(p)
     assert proc.returncode == 78
     assert "scoring.threshhold: unknown key" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -128,12 +132,7 @@ def test_check_config_knows_kafka_python_settings(tmp_path: Path) -> None:
         "kafka:\n  bootstrap_servers: k:9092\n  input_topics: [in]\n  consumer:\n"
         "    fetch_max_bytes: 1048576\n    fetch_max_byts: 1\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamwatch", "check-config", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _check_config(p)
     assert proc.returncode == 78
     assert "kafka.consumer.fetch_max_byts: not a kafka-python setting" in proc.stderr
 
