@@ -26,7 +26,7 @@ import numpy as np
 from streamwatch import synth
 from streamwatch.data import Rows
 from streamwatch.engine import Engine
-from streamwatch.evaluate import EventCounts, event_counts, report
+from streamwatch.evaluate import EventCounts, RowCounts, event_counts, report, row_counts
 from streamwatch.model import load_model
 from streamwatch.replay import replay
 from streamwatch.scoring import Scorer
@@ -36,8 +36,11 @@ from streamwatch.train.fit import TrainConfig, train_artifact
 MSL = Path(__file__).resolve().parents[1].parent / "shared/datasets/msl"
 
 
-def _rows(name: str, arr: np.ndarray) -> Rows:
-    return Rows([name] * len(arr), np.arange(len(arr), dtype=np.float64), arr[:, 0], arr[:, 1:])
+def _rows(name: str, arr: np.ndarray, start: int = 0) -> Rows:
+    """One row per step; timestamps count steps from ``start``, so a test part that follows
+    its train part in time also follows it in timestamps (the engine skips older readings)."""
+    ts = np.arange(start, start + len(arr), dtype=np.float64)
+    return Rows([name] * len(arr), ts, arr[:, 0], arr[:, 1:])
 
 
 def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> dict[str, object]:
@@ -46,6 +49,7 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> di
     }
     names = ("value", *(f"cmd_{i}" for i in range(1, 55)))
     totals = [EventCounts() for _ in scorers]
+    row_totals = [RowCounts() for _ in scorers]
     heads = " ".join(f"{'tp/fp/fn@' + format(s.threshold, 'g'):>14}" for s in scorers)
     print(
         f"{'channel':<8} {'train':>6} {'test':>6} {'labels':>6} {heads} {'epochs':>6} "
@@ -64,8 +68,11 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> di
         for k, scorer in enumerate(scorers):
             engine = Engine(model, StateStore(model.spec.state_size), scorer)
             replay(engine, _rows(chan, train))
-            c = event_counts(replay(engine, _rows(chan, test)).anomaly, spans)
+            verdicts = replay(engine, _rows(chan, test, start=len(train)))
+            assert not verdicts.skipped.any(), "test rows must not be skipped"
+            c = event_counts(verdicts.anomaly, spans)
             totals[k] = totals[k] + c
+            row_totals[k] = row_totals[k] + row_counts(verdicts.anomaly, spans)
             cells.append(f"{f'{c.tp}/{c.fp}/{c.fn}':>14}")
         epochs = spec.training["validation"]["epochs_run"]
         print(
@@ -75,11 +82,13 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> di
         )
     seconds = time.perf_counter() - started
     out_figures = {}
-    for scorer, total in zip(scorers, totals, strict=True):
+    for scorer, total, rows in zip(scorers, totals, row_totals, strict=True):
         print(
             f"MSL total at threshold {scorer.threshold:g}: TP {total.tp}  FP {total.fp}  "
             f"FN {total.fn}  precision {total.precision:.3f}  recall {total.recall:.3f}  "
-            f"F1 {total.f1:.3f}"
+            f"F1 {total.f1:.3f}; rows flagged {rows.flagged_fraction:.1%} (labelled "
+            f"{rows.labelled / rows.rows:.1%}), row precision {rows.precision:.3f} "
+            f"recall {rows.recall:.3f}"
         )
         out_figures[str(scorer.threshold)] = {
             "tp": total.tp,
@@ -88,6 +97,9 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> di
             "f1": round(total.f1, 4),
             "precision": round(total.precision, 4),
             "recall": round(total.recall, 4),
+            "rows_flagged": round(rows.flagged_fraction, 4),
+            "row_precision": round(rows.precision, 4),
+            "row_recall": round(rows.recall, 4),
         }
     print(f"({seconds:.0f}s for 27 channels, training included)")
     return {"thresholds": out_figures, "seconds": round(seconds, 1)}
@@ -134,9 +146,11 @@ def synthetic(
             kinds[a.kind][0] += bool(f[a.start : a.end + 1].any())
             kinds[a.kind][1] += 1
         ev: dict = result["event"]  # type: ignore[assignment]
+        rw: dict = result["rows"]  # type: ignore[assignment]
         print(
             f"  threshold {scorer.threshold:g}: TP {ev['tp']}  FP {ev['fp']}  FN {ev['fn']}  "
             f"precision {ev['precision']:.3f}  recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}; "
+            f"rows flagged {rw['flagged_fraction']:.1%}, row precision {rw['precision']:.3f}; "
             + ", ".join(f"{k} {h}/{m}" for k, (h, m) in sorted(kinds.items()))
         )
         figures[str(scorer.threshold)] = {"event": ev, "kinds": kinds}
@@ -167,6 +181,11 @@ def main() -> None:
         default=100,
         help="readings an episode stays flagged after its last trigger (100)",
     )
+    p.add_argument(
+        "--novelty",
+        default="0.13",
+        help="the scorer's novelty gate ('off' to flag on the score alone; default 0.13)",
+    )
     p.add_argument("--skip-msl", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--json", type=Path, help="write the figures as JSON")
@@ -175,7 +194,11 @@ def main() -> None:
     cfg = TrainConfig(
         hidden_size=args.hidden, epochs=args.epochs, patience=10, seed=0, device="cpu"
     )
-    scorers = [Scorer(threshold=float(t), hold=args.hold) for t in args.thresholds.split(",")]
+    novelty = None if args.novelty == "off" else float(args.novelty)
+    scorers = [
+        Scorer(threshold=float(t), hold=args.hold, novelty=novelty)
+        for t in args.thresholds.split(",")
+    ]
     print(f"model LSTM 1x{args.hidden}, up to {args.epochs} epochs; scorer {scorers[0]}")
     results: dict[str, object] = {}
     if not args.skip_msl:

@@ -187,6 +187,10 @@ _TRAIN_FLAGS = (
 # -- replay / evaluate ------------------------------------------------------------------------
 
 
+def _novelty(text: str) -> float | None:
+    return None if text.lower() in ("off", "none", "null") else float(text)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamwatch.data import DataError, read_rows
     from streamwatch.engine import Engine
@@ -205,6 +209,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.long_window,
             args.learn_anomalies,
             args.hold,
+            args.novelty,
         )
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
@@ -278,6 +283,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"event level: TP {ev['tp']}  FP {ev['fp']}  FN {ev['fn']}  precision "
         f"{ev['precision']:.3f}  recall {ev['recall']:.3f}  F1 {ev['f1']:.3f}"
+    )
+    rw: dict[str, Any] = result["rows"]  # type: ignore[assignment]
+    print(
+        f"row level: {rw['flagged']} of {rw['rows']} rows flagged "
+        f"({rw['flagged_fraction']:.2%}, labelled {rw['labelled'] / max(rw['rows'], 1):.2%})  "
+        f"precision {rw['precision']:.3f}  recall {rw['recall']:.3f}"
     )
     for key, v in result["nab"].items():  # type: ignore[attr-defined]
         print(f"NAB {key:<14} {v['score']:7.2f}  (threshold {v['threshold']:.4g} by sweep)")
@@ -540,6 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--learn-anomalies",
         action="store_true",
         help="let flagged readings update the error statistics",
+    )
+    rp.add_argument(
+        "--novelty",
+        type=_novelty,
+        default=0.13,
+        help="a trigger's smoothed miss must beat the stream's recent peak by this fraction "
+        "(default 0.13; 'off' flags on the score alone)",
     )
     rp.set_defaults(func=cmd_replay)
 

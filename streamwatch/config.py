@@ -191,6 +191,7 @@ class ScoringConfig:
     long_window: int = 2000
     learn_anomalies: bool = False
     hold: int = 0  # readings an episode stays flagged after its last trigger
+    novelty: float | None = 0.13  # null: flag on the score alone
 
     def scorer(self) -> Scorer:
         return Scorer(
@@ -200,6 +201,7 @@ class ScoringConfig:
             self.long_window,
             self.learn_anomalies,
             self.hold,
+            self.novelty,
         )
 
     def check(self, path: str) -> None:

@@ -192,8 +192,10 @@ class Engine:
         score_stats = store.scores[s].astype(np.float64)  # computed in double, kept in single
         with np.errstate(invalid="ignore", divide="ignore"):
             # NaN until the stream has a forecast; several targets: their root mean square
-            error = np.sqrt(np.mean(((x - prediction) / scale) ** 2, axis=1))
-        score, flag = self.scorer.update(score_stats, error)
+            miss = x - prediction
+            error = np.sqrt(np.mean((miss / scale) ** 2, axis=1))
+            raw = np.sqrt(np.mean(miss**2, axis=1))  # for the novelty gate: the stream's units
+        score, flag = self.scorer.update(score_stats, error, raw)
         store.scores[s] = score_stats
         stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below
         x_in = inputs[pos]

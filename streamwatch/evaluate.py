@@ -106,6 +106,51 @@ def event_counts(flags: np.ndarray, labels: Sequence[Span]) -> EventCounts:
 
 
 @dataclass(frozen=True)
+class RowCounts:
+    """Row-level tallies beside the event counts.  Event-level F1 cannot see how much is
+    flagged (flagging every row of every stream scores F1 = 1), so reports carry these too.
+
+    >>> c = row_counts(np.array([0, 1, 1, 0, 0, 0, 1, 0], dtype=bool), [(2, 3), (5, 5)])
+    >>> c, c.flagged_fraction, round(c.precision, 2), round(c.recall, 2)
+    (RowCounts(rows=8, flagged=3, labelled=3, both=1), 0.375, 0.33, 0.33)
+    """
+
+    rows: int = 0
+    flagged: int = 0
+    labelled: int = 0
+    both: int = 0  # flagged rows inside labelled sequences
+
+    def __add__(self, other: RowCounts) -> RowCounts:
+        return RowCounts(
+            self.rows + other.rows,
+            self.flagged + other.flagged,
+            self.labelled + other.labelled,
+            self.both + other.both,
+        )
+
+    @property
+    def flagged_fraction(self) -> float:
+        return _ratio(self.flagged, self.rows)
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.both, self.flagged)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.both, self.labelled)
+
+
+def row_counts(flags: np.ndarray, labels: Sequence[Span]) -> RowCounts:
+    f = _as_flags(flags)
+    lab = _check_spans(labels, len(f), "label")
+    labelled = np.zeros(len(f), dtype=bool)
+    for s, e in lab.tolist():
+        labelled[s : e + 1] = True
+    return RowCounts(len(f), int(f.sum()), int(labelled.sum()), int((f & labelled).sum()))
+
+
+@dataclass(frozen=True)
 class Profile:
     """NAB application profile: the weights of a detection, a false alarm and a miss.
 
@@ -364,9 +409,11 @@ def report(
     """Event counts of ``flags`` and NAB sweeps of ``scores``, per stream and in total."""
     per_stream = {}
     total = EventCounts()
+    rows = RowCounts()
     for name, f, lab in zip(streams, flags, labels, strict=True):
         c = event_counts(f, lab)
         total = total + c
+        rows = rows + row_counts(f, lab)
         per_stream[name] = {"labels": len(lab), "tp": c.tp, "fp": c.fp, "fn": c.fn}
     windows = [nab_windows(len(s), lab) for s, lab in zip(scores, labels, strict=True)]
     nab = {}
@@ -382,6 +429,14 @@ def report(
             "precision": round(total.precision, 4),
             "recall": round(total.recall, 4),
             "f1": round(total.f1, 4),
+        },
+        "rows": {
+            "rows": rows.rows,
+            "flagged": rows.flagged,
+            "labelled": rows.labelled,
+            "flagged_fraction": round(rows.flagged_fraction, 4),
+            "precision": round(rows.precision, 4),
+            "recall": round(rows.recall, 4),
         },
         "nab": nab,
         "streams": per_stream,

@@ -27,11 +27,20 @@ reference stays at what Gaussian errors of the model's scale would give, so that
 on piecewise-constant telemetry are not news.
 
 Scoring is separate from thresholding: a reading is flagged when its score reaches
-``threshold`` once the stream has left warm-up; with ``hold`` > 0 a stream's anomaly episode
-stays flagged that many readings after its last trigger (causal, like an alert's
-keep-firing time), so one event is not reported as a string of fragments.  Whether flagged
-readings update the running statistics is an explicit choice (``learn_anomalies``, off by
-default: an anomaly must not teach the stream that anomalies are normal).
+``threshold`` once the stream has left warm-up, and its misfit is *novel*: the error, or a
+short exponential average of it, must exceed the largest such
+value of the stream's recent past (running maxima that decay over ``long_window`` readings) by
+the factor ``1 + novelty``.  This is the pruning step of Hundman et al. (KDD 2018), made
+causal: real telemetry has recurring large misses (a command the model cannot foresee), and a
+miss no larger than one seen lately is not news, however rare it looks against Gaussian
+tails.  The point miss is compared in units of the model's scale, the short average in the
+stream's own units (``raw``).  A non-novel reading's score is scaled down by how far it falls
+short of that bar, so scores stay an honest ranking.  ``novelty=None`` turns the gate off.
+With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after its last
+trigger (causal, like an alert's keep-firing time), so one event is not reported as a
+string of fragments.  Whether flagged readings update the running statistics is an explicit
+choice (``learn_anomalies``, off by default: an anomaly must not teach the stream that
+anomalies are normal).
 
 >>> scorer = Scorer(threshold=0.5, warmup=50)
 >>> stats = scorer.new_stats(1)
@@ -52,9 +61,11 @@ from dataclasses import dataclass
 import numpy as np
 
 # Columns of a stream's scoring statistics: readings learned from, the short average of
-# errors ** _POWER, the mean log error, and the mean and variance of the short average.
-SEEN, SHORT, MEAN_L, MEAN_S, VAR_S, HOLD = range(6)
-N_STATS = 6
+# errors ** _POWER, the mean log error, the mean and variance of the short average, readings
+# left in a held episode, the short average of raw errors, and the decaying running maxima of
+# that average and of the raw error itself.
+SEEN, SHORT, MEAN_L, MEAN_S, VAR_S, HOLD, RAW_SHORT, SHORT_PEAK, POINT_PEAK = range(9)
+N_STATS = 9
 
 _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
 _POWER = 0.4
@@ -92,6 +103,11 @@ def to_score(surprise: np.ndarray) -> np.ndarray:
     return surprise / (surprise + _HALF_SCORE_SURPRISE)
 
 
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, and 1 where b is 0 (nothing to beat yet: not novel unless a > 0)."""
+    return np.divide(a, b, out=np.where(a > 0, np.inf, 1.0), where=b > 0)
+
+
 @dataclass(frozen=True)
 class Scorer:
     threshold: float = 0.5  # on the score; 0.5 = a one-in-100,000 deviation
@@ -100,6 +116,7 @@ class Scorer:
     long_window: int = 2000  # readings of memory for the stream's error statistics
     learn_anomalies: bool = False  # do flagged readings update the statistics?
     hold: int = 0  # readings an episode stays flagged after its last trigger
+    novelty: float | None = 0.13  # a trigger's raw misfit must beat the recent peak by this
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -112,14 +129,19 @@ class Scorer:
             raise ValueError("scoring.warmup must be >= 0")
         if self.hold < 0:
             raise ValueError("scoring.hold must be >= 0")
+        if self.novelty is not None and not self.novelty >= 0.0:
+            raise ValueError("scoring.novelty must be >= 0 or null")
 
     @staticmethod
     def new_stats(n: int) -> np.ndarray:
         return np.zeros((n, N_STATS), np.float64)
 
-    def update(self, stats: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def update(
+        self, stats: np.ndarray, error: np.ndarray, raw: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Score standardised errors (NaN: no forecast yet) and fold them into ``stats``
-        (one row per error, updated in place).  Returns (score, flag)."""
+        (one row per error, updated in place).  ``raw`` is the same misses in the readings'
+        own units, for the novelty gate (default: ``error``).  Returns (score, flag)."""
         valid = np.isfinite(error)
         e = np.where(valid, error, 0.0)
         log_e = np.log(e + _LOG_EPS)
@@ -141,6 +163,28 @@ class Scorer:
         collective = surprise(np.abs(z_short), two_sided=True)
         score = np.where(ready, to_score(np.maximum(point, collective)), 0.0)
         trigger = ready & (score >= self.threshold)
+        r = np.where(valid, np.abs(error if raw is None else raw), 0.0)
+        raw_short = np.where(
+            first, r, stats[:, RAW_SHORT] + self.short_alpha * (r - stats[:, RAW_SHORT])
+        )
+        if self.novelty is not None:
+            k = 1.0 + self.novelty
+            short_of = np.maximum(
+                _ratio(raw_short, k * stats[:, SHORT_PEAK]), _ratio(e, k * stats[:, POINT_PEAK])
+            )
+            novel = short_of > 1.0
+            score = score * np.minimum(short_of, 1.0)
+            trigger &= novel
+        else:
+            novel = np.zeros_like(valid)
+        # What sets the bar: calm readings, recurring misses, and triggers (an anomaly's size
+        # is what the next must beat to be news again); not a novel miss that is not (yet)
+        # anomalous, or a slow rise would lift the bar ahead of itself and never trigger.
+        decay = np.exp(-1.0 / self.long_window)
+        sets_bar = valid & (trigger | ~novel)
+        for col, v in ((SHORT_PEAK, raw_short), (POINT_PEAK, e)):
+            stats[:, col] = np.where(sets_bar, np.maximum(v, stats[:, col] * decay), stats[:, col])
+        stats[:, RAW_SHORT] = np.where(valid, raw_short, stats[:, RAW_SHORT])
         held = stats[:, HOLD] > 0
         stats[:, HOLD] = np.where(trigger, self.hold, np.maximum(stats[:, HOLD] - valid, 0))
         flag = trigger | (held & valid)

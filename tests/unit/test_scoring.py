@@ -56,10 +56,44 @@ def test_sustained_misfit_is_flagged_by_the_collective_test() -> None:
 def test_learning_anomalies_is_an_explicit_choice() -> None:
     errors = np.abs(np.random.default_rng(3).standard_normal((1000, 1)))
     errors[400:900] = 20.0  # a long anomaly
-    _, kept = _run(Scorer(warmup=100, long_window=200), errors)
-    _, learned = _run(Scorer(warmup=100, long_window=200, learn_anomalies=True), errors)
+    # the novelty gate would stop the flags after the onset either way; this is about stats
+    _, kept = _run(Scorer(warmup=100, long_window=200, novelty=None), errors)
+    _, learned = _run(
+        Scorer(warmup=100, long_window=200, learn_anomalies=True, novelty=None), errors
+    )
     assert kept[400:900].sum() == 500  # statistics not poisoned: flagged throughout
     assert learned[400:900].sum() < 400  # the statistics adapt and flags stop
+
+
+def test_novelty_gate_flags_a_recurring_miss_once_until_it_is_beaten_or_forgotten() -> None:
+    errors = np.abs(np.random.default_rng(4).standard_normal((3000, 1)))
+    at = [400, 550, 700, 850]
+    errors[at] = 30.0  # the same unforeseen miss, again and again (a command, a reset)
+    errors[1000] = 45.0  # a larger one: news
+    errors[2900] = 30.0  # long after: the peak decays with an e-folding time of long_window
+    scores, flags = _run(Scorer(warmup=100, long_window=2000), errors)
+    assert flags[400, 0] and not flags[at[1:], 0].any()
+    assert scores[550, 0] < scores[400, 0]  # a miss that is not news scores lower too
+    assert flags[1000, 0] and flags[2900, 0]
+    assert flags.sum() == 3  # nothing else in plain Gaussian noise
+    _, ungated = _run(Scorer(warmup=100, long_window=2000, novelty=None), errors)
+    assert ungated[at, 0].all()
+
+
+def test_novelty_gate_uses_the_raw_misses_when_given() -> None:
+    # standardised errors look alike, but in the stream's own units the second miss is 10x
+    stats = Scorer.new_stats(1)
+    scorer = Scorer(warmup=10)
+    rng = np.random.default_rng(5)
+    for e in np.abs(rng.standard_normal(50)):
+        scorer.update(stats, np.array([e]), np.array([e]))
+    calm = np.abs(rng.standard_normal(30))
+    flags = []
+    for raw in (20.0, 20.0, 200.0):
+        flags.append(bool(scorer.update(stats, np.array([20.0]), np.array([raw]))[1][0]))
+        for e in calm:
+            scorer.update(stats, np.array([e]), np.array([e]))
+    assert flags == [True, False, True]
 
 
 def test_no_forecast_means_no_score() -> None:
@@ -77,6 +111,7 @@ def test_no_forecast_means_no_score() -> None:
         {"short_alpha": 0},
         {"long_window": 1},
         {"warmup": -1},
+        {"novelty": -0.1},
     ],
 )
 def test_scorer_validates(bad: dict[str, float]) -> None:
