@@ -17,6 +17,8 @@ def test_defaults_are_filled_in() -> None:
     assert cfg.kafka.input_topics == ("in",)
     assert cfg.outputs.anomalies_topic == "anomalies"
     assert cfg.state.idle_ttl_seconds == 86400.0
+    assert cfg.scoring.scorer().novelty == 0.13
+    assert parse({**BASE, "scoring": {"novelty": None}}).scoring.scorer().novelty is None
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,7 @@ def test_defaults_are_filled_in() -> None:
         ({**BASE, "model": {"threads": "two"}}, "model.threads"),
         ({**BASE, "model": {"threads": 0}}, "model.threads"),
         ({**BASE, "scoring": {"threshold": True}}, "scoring.threshold"),
+        ({**BASE, "scoring": {"novelty": -1}}, "scoring.novelty"),
         ({**BASE, "metrics": {"port": 70000}}, "metrics.port"),
         ({**BASE, "logging": {"format": "xml"}}, "logging.format"),
         ({"kafka": {"bootstrap_servers": "k", "input_topics": [1]}}, "kafka.input_topics[0]"),
