@@ -152,6 +152,11 @@ def test_cli_replay_then_evaluate(labelled: tuple[Path, Path], tmp_path: Path) -
     ev = result["event"]
     assert ev["tp"] + ev["fn"] == len(synth.read_labels(labels))
     assert ev["tp"] >= 0.5 * (ev["tp"] + ev["fn"])  # the example model finds most of them
+    assert "row level:" in r.stdout
+    rows = result["rows"]
+    assert rows["rows"] == len(scores.read_text().splitlines()) - 1  # all rows, no header
+    assert 0 < rows["flagged"] < 0.05 * rows["rows"]
+    assert 0 < rows["precision"] <= 1 and 0 < rows["recall"] <= 1
     assert set(result["nab"]) == {"standard", "reward_low_fp", "reward_low_fn"}
     assert result["nab"]["standard"]["score"] > 0  # better than flagging nothing
     assert "event level: TP" in r.stdout
