@@ -17,10 +17,11 @@ venv: $(STAMP)
 
 # Prometheus and promtool (Debian's package) check the metrics and the alert rules.
 tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+		&& command -v openssl >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && \
-		$$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+		$$SUDO apt-get install -y -q --no-install-recommends prometheus openssl; }
 
 # The whole suite: lint, type check, unit tests and the tests against a real local Kafka
 # and a real Prometheus.

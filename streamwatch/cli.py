@@ -33,14 +33,31 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
+    def handler() -> logging.Handler:
+        h = logging.StreamHandler(sys.stderr)
+        if fmt == "json":
+            h.setFormatter(_JsonFormatter())
+        else:
+            h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        return h
+
+    log.handlers[:] = [handler()]
     log.setLevel(level.upper())
     log.propagate = False
+    # kafka-python says why a connection fails (a TLS handshake, a refused SASL login) only on
+    # its own loggers; without a handler that reason would be lost
+    kafka_handler = handler()
+    kafka_handler.addFilter(_one_line)
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.handlers[:] = [kafka_handler]
+    kafka_log.setLevel(max(logging.WARNING, log.level))
+    kafka_log.propagate = False
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """kafka-python attaches a traceback to each failed retry; its message already says why."""
+    record.exc_info = record.exc_text = None
+    return True
 
 
 # -- generate ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,21 +23,46 @@ def _load_localkafka():  # deploy/kafka/localkafka.py is a script, not part of t
     return module
 
 
+# kafka_broker's keys beside "plain", with the variables that name them for an external broker
+_LISTENER_ENV = {
+    "sasl": "STREAMWATCH_KAFKA_SASL_BOOTSTRAP",
+    "ssl": "STREAMWATCH_KAFKA_SSL_BOOTSTRAP",
+    "sasl_ssl": "STREAMWATCH_KAFKA_SASL_SSL_BOOTSTRAP",
+    "mtls": "STREAMWATCH_KAFKA_MTLS_BOOTSTRAP",
+    "cafile": "STREAMWATCH_KAFKA_SSL_CAFILE",
+}
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real broker: the one STREAMWATCH_KAFKA_BOOTSTRAP (and _SASL_BOOTSTRAP, a
-    SASL_PLAINTEXT listener with PLAIN and SCRAM-SHA-256 for user streamwatch /
-    streamwatch-secret) name, or one we start with both listeners."""
+    """A real broker: the one STREAMWATCH_KAFKA_BOOTSTRAP names, or one we start with all the
+    listeners of deploy/kafka/localkafka.py.  An external broker's other listeners come from
+    the variables in _LISTENER_ENV: SASL_PLAINTEXT and SASL_SSL with PLAIN and SCRAM-SHA-256
+    for user streamwatch / streamwatch-secret, SSL, SSL requiring a client certificate (mTLS),
+    and the CA certificate file that the TLS ones chain to, with client.pem, client-key.pem and
+    client-key-encrypted.pem (password streamwatch-key-secret) beside it."""
     given = os.environ.get("STREAMWATCH_KAFKA_BOOTSTRAP")
     if given:
-        yield {"plain": given, "sasl": os.environ.get("STREAMWATCH_KAFKA_SASL_BOOTSTRAP", "")}
+        yield {"plain": given, **{k: os.environ.get(v, "") for k, v in _LISTENER_ENV.items()}}
         return
     broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka"))
     bootstrap = broker.start()
     try:
-        yield {"plain": bootstrap, "sasl": broker.sasl_bootstrap_file.read_text().strip()}
+        yield {
+            "plain": bootstrap,
+            "sasl": broker.sasl_bootstrap_file.read_text().strip(),
+            "ssl": broker.ssl_bootstrap_file.read_text().strip(),
+            "sasl_ssl": broker.sasl_ssl_bootstrap_file.read_text().strip(),
+            "mtls": broker.mtls_bootstrap_file.read_text().strip(),
+            "cafile": str(broker.ca_file),
+        }
     finally:
         broker.stop()
+
+
+def _listener(broker: dict[str, str], key: str) -> str:
+    assert broker[key], f"set {_LISTENER_ENV[key]} with an external broker"
+    return broker[key]
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +72,58 @@ def kafka_bootstrap(kafka_broker: dict[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_sasl_bootstrap(kafka_broker: dict[str, str]) -> str:
-    assert kafka_broker["sasl"], "set STREAMWATCH_KAFKA_SASL_BOOTSTRAP with an external broker"
-    return kafka_broker["sasl"]
+    return _listener(kafka_broker, "sasl")
+
+
+@pytest.fixture(scope="session")
+def kafka_ssl_bootstrap(kafka_broker: dict[str, str]) -> str:
+    return _listener(kafka_broker, "ssl")
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl_bootstrap(kafka_broker: dict[str, str]) -> str:
+    return _listener(kafka_broker, "sasl_ssl")
+
+
+@pytest.fixture(scope="session")
+def kafka_mtls_bootstrap(kafka_broker: dict[str, str]) -> str:
+    return _listener(kafka_broker, "mtls")
+
+
+@pytest.fixture(scope="session")
+def kafka_ssl_cafile(kafka_broker: dict[str, str]) -> str:
+    """The CA certificate (PEM) that the broker's TLS listeners chain to."""
+    return _listener(kafka_broker, "cafile")
+
+
+@pytest.fixture(scope="session")
+def kafka_client_cert(kafka_ssl_cafile: str) -> dict[str, str]:
+    """A client certificate for the mTLS listener, its key, and the key encrypted with
+    streamwatch-key-secret: PEM files beside the CA certificate."""
+    tls = Path(kafka_ssl_cafile).parent
+    files = {
+        "certfile": str(tls / "client.pem"),
+        "keyfile": str(tls / "client-key.pem"),
+        "encrypted_keyfile": str(tls / "client-key-encrypted.pem"),
+    }
+    missing = [f for f in files.values() if not Path(f).exists()]
+    assert not missing, f"no {missing}: localkafka.py needs the openssl command to make them"
+    return files
+
+
+@pytest.fixture(scope="session")
+def stranger_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CA certificate (PEM) that did not sign the broker's: a client trusting only it must
+    refuse the broker."""
+    keytool = _load_localkafka().keytool()
+    out = tmp_path_factory.mktemp("stranger")
+    store = ["-keystore", str(out / "ca.p12"), "-storetype", "PKCS12", "-storepass", "stranger"]
+    for args in (
+        ["-genkeypair", "-alias", "ca", "-keyalg", "EC", "-dname", "CN=stranger", "-ext", "bc:c"],
+        ["-exportcert", "-rfc", "-alias", "ca", "-file", str(out / "ca.pem")],
+    ):
+        subprocess.run([keytool, *args, *store], check=True, capture_output=True, timeout=60)
+    return str(out / "ca.pem")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +143,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"kafka_bootstrap", "kafka_sasl_bootstrap"} & set(getattr(item, "fixturenames", ())):
+        if "kafka_broker" in getattr(item, "fixturenames", ()):  # directly or through another
             item.add_marker(pytest.mark.kafka)
 
 

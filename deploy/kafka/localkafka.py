@@ -11,9 +11,23 @@ Usage::
 The jars come from Maven Central through ``pom.xml`` beside this file and are cached in
 ``deploy/kafka/.cache/lib-<version>/`` (gitignored), reused when present.  The broker's state
 (config, data, log, pid, bootstrap address) lives in the run directory, ``deploy/kafka/.run``
-unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.  Beside the plain listener there
-is a SASL_PLAINTEXT one (PLAIN and SCRAM-SHA-256, see SASL_USER below); its address is in
-``bootstrap-sasl`` in the run directory.
+unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.
+
+Beside the plain listener (address in ``bootstrap``) it opens, each on its own free port with
+its address in a file of the run directory:
+
+    ``bootstrap-sasl``      SASL_PLAINTEXT, PLAIN and SCRAM-SHA-256 (see SASL_USER below)
+    ``bootstrap-ssl``       SSL, server authentication only
+    ``bootstrap-sasl-ssl``  SASL_SSL, PLAIN and SCRAM-SHA-256
+    ``bootstrap-mtls``      SSL with ``ssl.client.auth=required`` (mutual TLS)
+
+Every start makes fresh TLS material in ``tls/`` of the run directory: a throwaway CA, whose
+key is deleted once it has signed; ``ca.pem`` for clients to trust; the broker's PKCS12
+keystore (certificate for 127.0.0.1 and localhost) and truststore; and a client certificate
+for the mTLS listener, ``client.pem`` with its key ``client-key.pem`` and the same key
+encrypted with CLIENT_KEY_PASSWORD in ``client-key-encrypted.pem``.  keytool (beside ``java``)
+makes the CA and the broker's stores; the ``openssl`` command makes the client key, which
+keytool cannot write as PEM, so without it there is no client certificate.
 
 Standard library only: the tests import this module before anything else is installed.
 """
@@ -22,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import os
 import re
 import shutil
@@ -41,6 +56,26 @@ DEFAULT_RUN_DIR = HERE / ".run"
 # A SASL_PLAINTEXT listener beside the plain one, for testing authenticated clients: PLAIN and
 # SCRAM-SHA-256 with one user.  A throwaway credential for a loopback-only scratch broker.
 SASL_USER, SASL_PASSWORD = "streamwatch", "streamwatch-secret"
+# Listeners beside PLAINTEXT and CONTROLLER: name -> (security protocol, address file).
+LISTENERS = {
+    "SASL_PLAINTEXT": ("SASL_PLAINTEXT", "bootstrap-sasl"),
+    "SSL": ("SSL", "bootstrap-ssl"),
+    "SASL_SSL": ("SASL_SSL", "bootstrap-sasl-ssl"),
+    "MTLS": ("SSL", "bootstrap-mtls"),
+}
+# Passwords of the throwaway keystores and of client-key-encrypted.pem (scratch material too).
+TLS_STORE_PASSWORD = "localkafka-store"
+CLIENT_KEY_PASSWORD = "streamwatch-key-secret"
+TLS_DAYS = 365
+_ABOUT = {  # what status says of each listener
+    "SASL_PLAINTEXT": f"PLAIN, SCRAM-SHA-256 as {SASL_USER} / {SASL_PASSWORD}",
+    "SSL": "TLS, the broker's certificate for 127.0.0.1 and localhost",
+    "SASL_SSL": f"TLS, then PLAIN, SCRAM-SHA-256 as {SASL_USER} / {SASL_PASSWORD}",
+    "MTLS": "TLS, a client certificate from the CA required",
+}
+# JVM flags for a tool that runs a second: the JIT's first tier only and the serial GC cut the
+# start-up of keytool and of the storage format by a third to a half.
+_SHORT_LIVED = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
 
 def kafka_version() -> str:
@@ -91,6 +126,82 @@ def java() -> str:
     if found is None:
         raise RuntimeError("java not found: set JAVA_HOME or put Java 17+ on PATH")
     return found
+
+
+def keytool() -> str:
+    """The keytool of the JDK (or JRE) whose java runs the broker."""
+    exe = Path(java()).resolve().parent / "keytool"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("keytool")
+    if found is None:
+        raise RuntimeError(f"keytool not found beside {java()} nor on PATH")
+    return found
+
+
+def make_tls(tls: Path) -> None:
+    """Fresh TLS material in ``tls`` (see the module docstring).  Each keytool call is a JVM
+    start, so the calls run side by side where they can: three rounds in all."""
+    if tls.exists():
+        shutil.rmtree(tls)
+    tls.mkdir(parents=True)
+    jvm = [keytool(), *(f"-J{flag}" for flag in _SHORT_LIVED)]
+    pkcs12 = ["-storetype", "PKCS12", "-storepass", TLS_STORE_PASSWORD]
+
+    def kt(args: str, store: str) -> list[str]:  # file names relative to tls
+        return [*jvm, *args.split(), "-keystore", store, *pkcs12]
+
+    days = f"-validity {TLS_DAYS}"
+    client_key: list[list[str]] = []  # the client certificate's part of rounds 1 and 2
+    client_cert: list[list[str]] = []
+    openssl = shutil.which("openssl")
+    if openssl:
+        # RSA and these options work with OpenSSL 1.1 and 3 and with LibreSSL alike.
+        new_key = f"req -new -newkey rsa:2048 -nodes -subj /CN={SASL_USER} -keyout client-key.pem"
+        encrypt = "pkcs8 -topk8 -v2 aes-256-cbc -in client-key.pem -out client-key-encrypted.pem"
+        sign = "-gencert -rfc -alias ca -ext eku=clientAuth -infile client.csr -outfile client.pem"
+        client_key = [[openssl, *new_key.split(), "-out", "client.csr"]]
+        client_cert = [
+            [openssl, *encrypt.split(), "-passout", f"pass:{CLIENT_KEY_PASSWORD}"],
+            kt(f"{sign} {days}", "ca.p12"),
+        ]
+    new_ca = "-genkeypair -alias ca -keyalg EC -dname CN=localkafka-CA"
+    ca_ext = "-ext bc:c -ext ku:c=keyCertSign,cRLSign"
+    _run_all(tls, kt(f"{new_ca} {ca_ext} {days}", "ca.p12"), *client_key)
+    # genkeypair -signer wants the CA in the same store: the broker's starts as a copy of the
+    # CA's, which loses the CA's key afterwards (the broker must find its own key alone there).
+    shutil.copyfile(tls / "ca.p12", tls / "broker.p12")
+    new_broker = "-genkeypair -alias broker -keyalg EC -dname CN=127.0.0.1 -signer ca"
+    broker_ext = "-ext san=ip:127.0.0.1,dns:localhost -ext eku=serverAuth"
+    _run_all(
+        tls,
+        kt(f"{new_broker} {broker_ext} {days}", "broker.p12"),
+        kt("-exportcert -rfc -alias ca -file ca.pem", "ca.p12"),
+        *client_cert,
+    )
+    _run_all(
+        tls,
+        kt("-delete -alias ca", "broker.p12"),
+        kt("-importcert -noprompt -alias ca -file ca.pem", "truststore.p12"),
+    )
+    for scratch in ("ca.p12", "client.csr"):  # nothing can sign with this CA any more
+        (tls / scratch).unlink(missing_ok=True)
+
+
+def _run_all(cwd: Path, *cmds: list[str]) -> None:
+    """Run the commands side by side in ``cwd``; raise with the output of those that failed."""
+    procs = [
+        (cmd, subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for cmd in cmds
+    ]
+    failed = []
+    for cmd, proc in procs:
+        out = proc.communicate()[0].decode(errors="replace").strip()
+        if proc.returncode:
+            what = next(arg for arg in cmd[1:] if not arg.startswith("-J"))
+            failed.append(f"{Path(cmd[0]).name} {what}: {out}")
+    if failed:
+        raise RuntimeError("making the TLS material failed: " + "; ".join(failed))
 
 
 def free_port() -> int:
@@ -144,7 +255,13 @@ class LocalKafka:
         self.run_dir = Path(run_dir).resolve()
         self.pid_file = self.run_dir / "broker.pid"
         self.bootstrap_file = self.run_dir / "bootstrap"
-        self.sasl_bootstrap_file = self.run_dir / "bootstrap-sasl"
+        self.listener_files = {name: self.run_dir / f for name, (_, f) in LISTENERS.items()}
+        self.sasl_bootstrap_file = self.listener_files["SASL_PLAINTEXT"]
+        self.ssl_bootstrap_file = self.listener_files["SSL"]
+        self.sasl_ssl_bootstrap_file = self.listener_files["SASL_SSL"]
+        self.mtls_bootstrap_file = self.listener_files["MTLS"]
+        self.tls_dir = self.run_dir / "tls"
+        self.ca_file = self.tls_dir / "ca.pem"
         self.log_file = self.run_dir / "broker.log"
         self._proc: subprocess.Popen[bytes] | None = None  # set when this object started it
 
@@ -165,7 +282,17 @@ class LocalKafka:
             return "stopped"
         port = int(bootstrap.rsplit(":", 1)[1]) if bootstrap else 0
         state = "ready" if port and broker_ready(port) else "starting or unresponsive"
-        return f"running pid={pid} bootstrap={bootstrap} ({state})"
+        lines = [f"running pid={pid} bootstrap={bootstrap} ({state})"]
+        for name, path in self.listener_files.items():
+            if path.exists():
+                lines.append(f"  {name:<15} {path.read_text().strip():<16} {_ABOUT[name]}")
+        if self.ca_file.exists():
+            lines.append(f"  CA certificate  {self.ca_file}")
+        client = self.tls_dir / "client.pem"
+        if client.exists():
+            lines.append(f"  client (mTLS)   {client}, key client-key.pem or")
+            lines.append(f"                  client-key-encrypted.pem ({CLIENT_KEY_PASSWORD})")
+        return "\n".join(lines)
 
     def start(self, port: int | None = None, timeout: float = 90.0) -> str:
         """Start the broker unless it already runs; return its bootstrap address."""
@@ -174,12 +301,13 @@ class LocalKafka:
         lib = fetch()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        controller_port, sasl_port = free_port(), free_port()
+        controller_port = free_port()
+        ports = {name: free_port() for name in LISTENERS}
         data = self.run_dir / "data"
         if data.exists():
             shutil.rmtree(data)  # a fresh log dir every start: this is a scratch broker
         props = self.run_dir / "server.properties"
-        props.write_text(_server_properties(port, controller_port, sasl_port, data))
+        props.write_text(_server_properties(port, controller_port, ports, data, self.tls_dir))
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         classpath = f"{lib}/*"
@@ -194,10 +322,16 @@ class LocalKafka:
         cluster_id = "-"
         while cluster_id.startswith("-"):  # a leading '-' would read as a command-line option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        with self.log_file.open("wb") as out:
+        # The TLS material is made while the storage is formatted (JVM starts both).
+        with (
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+            self.log_file.open("wb") as out,
+        ):
+            tls = pool.submit(make_tls, self.tls_dir)
             subprocess.run(
                 [
                     *base,
+                    *_SHORT_LIVED,
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
@@ -211,6 +345,7 @@ class LocalKafka:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+            tls.result()
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 [*base, "kafka.Kafka", str(props)],
@@ -227,7 +362,8 @@ class LocalKafka:
             if proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {proc.returncode}; see {self.log_file}")
             if broker_ready(port):
-                self.sasl_bootstrap_file.write_text(f"127.0.0.1:{sasl_port}\n")
+                for name, path in self.listener_files.items():
+                    path.write_text(f"127.0.0.1:{ports[name]}\n")
                 self.bootstrap_file.write_text(bootstrap + "\n")
                 return bootstrap
             time.sleep(0.3)
@@ -238,7 +374,8 @@ class LocalKafka:
         """Stop the broker (controlled shutdown, then kill); True if one was running."""
         pid = self.pid()
         self.bootstrap_file.unlink(missing_ok=True)
-        self.sasl_bootstrap_file.unlink(missing_ok=True)
+        for path in self.listener_files.values():
+            path.unlink(missing_ok=True)
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
@@ -269,24 +406,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _server_properties(port: int, controller_port: int, sasl_port: int, data: Path) -> str:
+def _server_properties(
+    port: int, controller_port: int, ports: dict[str, int], data: Path, tls: Path
+) -> str:
+    at = {"PLAINTEXT": port, **ports}
+    listeners = ",".join(f"{name}://127.0.0.1:{p}" for name, p in at.items())
+    protocols = ",".join(f"{name}:{protocol}" for name, (protocol, _) in LISTENERS.items())
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{SASL_USER}="{SASL_PASSWORD}";'
+    )
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
-SASL_PLAINTEXT://127.0.0.1:{sasl_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
-SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{protocols}
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
-listener.name.sasl_plaintext.plain.sasl.jaas.config=\
-org.apache.kafka.common.security.plain.PlainLoginModule required \
-user_{SASL_USER}="{SASL_PASSWORD}";
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=\
-org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config={plain}
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram}
+listener.name.sasl_ssl.plain.sasl.jaas.config={plain}
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}
+ssl.keystore.type=PKCS12
+ssl.keystore.location={tls / "broker.p12"}
+ssl.keystore.password={TLS_STORE_PASSWORD}
+ssl.truststore.type=PKCS12
+ssl.truststore.location={tls / "truststore.p12"}
+ssl.truststore.password={TLS_STORE_PASSWORD}
+listener.name.mtls.ssl.client.auth=required
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=true

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -422,3 +423,142 @@ def test_sasl_listener_with_the_password_from_the_environment(
     assert "kafka.sasl_password_env: environment variable 'SW_TEST_KAFKA_PASSWORD' is not set" in (
         missing.stderr
     )
+
+
+def _tls_config(
+    path: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    model_dir: Path,
+    port: int,
+    security: str,
+    consumer: str = "{}",
+) -> Path:
+    """A daemon config on a TLS listener; ``security``: the kafka keys that say how (YAML)."""
+    path.write_text(
+        f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topics["input"]}]\n'
+        f"  group_id: {topics['group']}\n  poll_timeout_ms: 200\n  consumer: {consumer}\n"
+        + "".join(f"  {line}\n" for line in security.strip().splitlines())
+        + f'model:\n  path: "{model_dir}"\nscoring:\n  threshold: 0.5\n  warmup: 100\n'
+        f"outputs:\n  anomalies_topic: {topics['anomalies']}\n"
+        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("case", ["SSL", "SASL_SSL", "mTLS", "mTLS, encrypted key"])
+def test_tls_listeners_readings_in_anomalies_out(
+    kafka_bootstrap: str,
+    kafka_ssl_bootstrap: str,
+    kafka_sasl_ssl_bootstrap: str,
+    kafka_mtls_bootstrap: str,
+    kafka_ssl_cafile: str,
+    model_dir: Path,
+    topics: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    case: str,
+) -> None:
+    """The daemon consumes and produces over TLS, verifying the broker's certificate against
+    the CA file and its name (127.0.0.1, in the certificate's SAN): server authentication
+    alone, with SCRAM on top, and with a client certificate whose key may be encrypted (its
+    password from the environment).  No secret appears in its log."""
+    protocol, bootstrap, extra, env = "SSL", kafka_ssl_bootstrap, "", {}
+    if case == "SASL_SSL":
+        protocol, bootstrap = "SASL_SSL", kafka_sasl_ssl_bootstrap
+        extra = (
+            "sasl_mechanism: SCRAM-SHA-256\nsasl_username: streamwatch\n"
+            "sasl_password_env: SW_TEST_KAFKA_PASSWORD"
+        )
+        env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
+    elif case.startswith("mTLS"):
+        cert = request.getfixturevalue("kafka_client_cert")  # only these cases need openssl
+        bootstrap = kafka_mtls_bootstrap
+        encrypted = case.endswith("encrypted key")
+        key = cert["encrypted_keyfile" if encrypted else "keyfile"]
+        extra = f'ssl_certfile: "{cert["certfile"]}"\nssl_keyfile: "{key}"'
+        if encrypted:
+            extra += "\nssl_key_password_env: SW_TEST_KEY_PASSWORD"
+            env = {"SW_TEST_KEY_PASSWORD": "streamwatch-key-secret"}
+    security = (
+        f'security_protocol: {protocol}\nssl_cafile: "{kafka_ssl_cafile}"\n'
+        f"ssl_check_hostname: true\n{extra}"
+    )
+    port = _free_port()
+    config = _tls_config(tmp_path / "tls.yaml", bootstrap, topics, model_dir, port, security)
+    readings = _readings(0, LENGTH)
+    _produce(kafka_bootstrap, topics["input"], readings)
+    daemon = _Daemon(config, tmp_path / "tls.log", env=env)
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", len(readings), timeout=90)
+        anomalies = _consume_all(kafka_bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
+    assert {(name, T0 + 300.0 * SPIKE_AT) for name in SPIKED} <= flagged, sorted(flagged)
+    assert "streamwatch-secret" not in daemon.output()
+    assert "streamwatch-key-secret" not in daemon.output()
+
+
+@pytest.mark.parametrize("case", ["broker not trusted", "no client certificate"])
+def test_tls_refused_consumes_nothing_and_exits(
+    kafka_bootstrap: str,
+    kafka_ssl_bootstrap: str,
+    kafka_mtls_bootstrap: str,
+    kafka_ssl_cafile: str,
+    stranger_ca: str,
+    model_dir: Path,
+    topics: dict[str, str],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    """A daemon that trusts another CA than the broker's, or that has no certificate for the
+    mTLS listener, consumes nothing: kafka-python retries the handshake until its bootstrap
+    timeout, then the daemon logs that it cannot connect and exits 1 (for its supervisor to
+    restart it), rather than hang or retry silently.  The handshake's own error is in the log
+    too (kafka-python's warnings go to the daemon's log handler)."""
+    bootstrap, cafile, reason = {
+        "broker not trusted": (kafka_ssl_bootstrap, stranger_ca, "CERTIFICATE_VERIFY_FAILED"),
+        "no client certificate": (kafka_mtls_bootstrap, kafka_ssl_cafile, "BAD_CERTIFICATE"),
+    }[case]
+    host, tls_port = bootstrap.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=cafile)
+    with (
+        pytest.raises(ssl.SSLError, match=reason),  # refused for this reason, not another
+        socket.create_connection((host, int(tls_port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.recv(1)  # TLS 1.3: the broker refuses a missing client certificate after the handshake
+    port = _free_port()
+    config = _tls_config(
+        tmp_path / "refused.yaml",
+        bootstrap,
+        topics,
+        model_dir,
+        port,
+        f'security_protocol: SSL\nssl_cafile: "{cafile}"',
+        consumer="{bootstrap_timeout_ms: 3000}",
+    )
+    _produce(kafka_bootstrap, topics["input"], _readings(0, 10))
+    started = time.monotonic()
+    daemon = _Daemon(config, tmp_path / "refused.log")
+    try:
+        code = daemon.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        daemon.terminate()
+        raise AssertionError("the daemon kept running: " + daemon.output()) from None
+    output = daemon.output()
+    assert code == 1, output
+    assert time.monotonic() - started < 30  # the 3 s bootstrap timeout, plus the model's load
+    assert f"ERROR cannot connect to Kafka at {bootstrap}: KafkaTimeoutError" in output, output
+    assert output.count("cannot connect") == 1  # one attempt, one line: no loop inside
+    assert reason in output, output  # why, not only that it failed
+    assert "Traceback" not in output, output  # one line per failed attempt
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=topics["group"], enable_auto_commit=False
+    )
+    try:
+        assert all(consumer.committed(TopicPartition(topics["input"], p)) is None for p in range(3))
+    finally:
+        consumer.close()
