@@ -10,34 +10,40 @@ same model can be loose on a noisy stream and tight on a calm one, and two tests
   moves it, so an anomaly the threshold missed does not mask the next one;
 - *collective*: how far a short exponential average of errors lies from its usual range,
   either way (sustained misfit: level shifts, variance bursts, drift; and errors far *smaller*
-  than usual: a stuck sensor), in the spirit of Numenta's anomaly likelihood, which compares a
+  than usual), in the spirit of Numenta's anomaly likelihood, which compares a
   short-window average of raw scores with their long-window distribution.  Errors enter the
   average raised to the power 0.4, which makes the average of Gaussian errors nearly
   symmetric (skew -0.04, where log errors give -0.42 and raw errors +0.5), so both of its
   tails can be read as Gaussian.
 
+A third test, *calm*, reads the misses in the stream's own units (``raw``): when their short
+average falls far below its usual range, the stream has stopped moving (a stuck sensor, a
+flat-lined feed).  Standardised errors cannot show that, because the model's predicted scale
+shrinks with its frozen input.  It is one-sided, and on telemetry whose forecasts are exact
+most of the time a quiet stretch is its normal and scores nothing.
+
 Each deviation z becomes a two-sided Gaussian tail probability p, its *surprise*
-S = -log10(p), and the score S / (S + 5) of the larger of the two: 0.5 means a
+S = -log10(p), and the score S / (S + 5) of the largest: 0.5 means a
 one-in-100,000 event, 0.67 one in 10^10.  Scores are comparable across streams and models,
 and do not saturate, so a threshold can be set as high as a noisy domain needs.
 
-Both tests use the stream's own error statistics only to become *less* sensitive than the
+All tests use the stream's own error statistics only to become *less* sensitive than the
 model's stated uncertainty, never more: on a flat stretch where errors are near zero, the
 reference stays at what Gaussian errors of the model's scale would give, so that small blips
 on piecewise-constant telemetry are not news.
 
 Scoring is separate from thresholding: a reading is flagged when its score reaches
-``threshold`` once the stream has left warm-up, and its misfit is *novel*: the error, or a
-short exponential average of it, must exceed the largest such
-value of the stream's recent past (running maxima that decay over ``long_window`` readings) by
-the factor ``1 + novelty``.  This is the pruning step of Hundman et al. (KDD 2018), made
-causal: real telemetry has recurring large misses (a command the model cannot foresee), and a
-miss no larger than one seen lately is not news, however rare it looks against Gaussian
-tails.  The point miss is compared in units of the model's scale, the short average in the
-stream's own units (``raw``).  A non-novel reading's score is scaled down by how far it falls
-short of that bar, so scores stay an honest ranking.  ``novelty=None`` turns the gate off.
-With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after its last
-trigger (causal, like an alert's keep-firing time), so one event is not reported as a
+``threshold`` once the stream has left warm-up, and, for a miss (the point and collective
+tests; calm is exempt), the miss is *novel*: the error, or a short exponential average of it,
+must exceed the largest such value of the stream's recent past (running maxima that decay over
+``long_window`` readings) by the factor ``1 + novelty``.  This is the pruning step of Hundman
+et al. (KDD 2018), made causal: real telemetry has recurring large misses (a command the model
+cannot foresee), and a miss no larger than one seen lately is not news, however rare it looks
+against Gaussian tails.  The point miss is compared in units of the model's scale, the short
+average in the stream's own units (``raw``).  A non-novel reading's score is scaled down by how
+far it falls short of that bar, so scores stay an honest ranking.  ``novelty=None`` turns the
+gate off.  With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after
+its last trigger (causal, like an alert's keep-firing time), so one event is not reported as a
 string of fragments.  Whether flagged readings update the running statistics is an explicit
 choice (``learn_anomalies``, off by default: an anomaly must not teach the stream that
 anomalies are normal).
@@ -65,12 +71,15 @@ import numpy as np
 # left in a held episode, the short average of raw errors, and the decaying running maxima of
 # that average and of the raw error itself.
 SEEN, SHORT, MEAN_L, MEAN_S, VAR_S, HOLD, RAW_SHORT, SHORT_PEAK, POINT_PEAK = range(9)
-N_STATS = 9
+# ... and for the calm test, the short average of raw errors ** _POWER with its mean and variance
+CALM_SHORT, CALM_MEAN, CALM_VAR = range(9, 12)
+N_STATS = 12
 
 _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
 _POWER = 0.4
 # Var(|Z| ** 0.4) for Z ~ N(0, 1): E|Z|^0.8 - (E|Z|^0.4)^2 = 0.7955 - 0.8413^2
 _VAR_POWERED = 0.0877
+_MEAN_POWERED = 0.8413
 _LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
 _LN10 = np.log(10.0)
 _HALF_SCORE_SURPRISE = 5.0  # -log10 tail probability that maps to score 0.5
@@ -177,6 +186,23 @@ class Scorer:
             trigger &= novel
         else:
             novel = np.zeros_like(valid)
+        # Calm: the misses in the stream's own units have all but vanished (a stuck sensor, a
+        # flat-lined feed).  Standardised errors cannot show it: the model's scale shrinks
+        # with its input.  One-sided, and not gated: calm is never a recurring big miss.
+        calm_short = np.where(
+            first,
+            r**_POWER,
+            stats[:, CALM_SHORT] + self.short_alpha * (r**_POWER - stats[:, CALM_SHORT]),
+        )
+        # never more sensitive than Gaussian misses with the stream's usual size would make it
+        calm_floor = (stats[:, CALM_MEAN] / _MEAN_POWERED) ** 2 * floor
+        z_calm = (stats[:, CALM_MEAN] - calm_short) / np.sqrt(
+            np.maximum(np.maximum(stats[:, CALM_VAR], calm_floor), 1e-300)
+        )
+        calm = np.where(ready, to_score(surprise(z_calm)), 0.0)
+        calm_trigger = ready & (calm >= self.threshold)
+        score = np.maximum(score, calm)
+        trigger |= calm_trigger
         # What sets the bar: calm readings, recurring misses, and triggers (an anomaly's size
         # is what the next must beat to be news again); not a novel miss that is not (yet)
         # anomalous, or a slow rise would lift the bar ahead of itself and never trigger.
@@ -196,5 +222,9 @@ class Scorer:
         stats[:, MEAN_S] += alpha * d
         stats[:, VAR_S] = (1.0 - alpha) * (stats[:, VAR_S] + alpha * d * d)
         stats[:, SHORT] = np.where(valid, short, stats[:, SHORT])
+        d = calm_short - stats[:, CALM_MEAN]
+        stats[:, CALM_MEAN] += alpha * d
+        stats[:, CALM_VAR] = (1.0 - alpha) * (stats[:, CALM_VAR] + alpha * d * d)
+        stats[:, CALM_SHORT] = np.where(valid, calm_short, stats[:, CALM_SHORT])
         stats[:, SEEN] = n
         return score, flag

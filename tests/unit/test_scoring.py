@@ -96,6 +96,33 @@ def test_novelty_gate_uses_the_raw_misses_when_given() -> None:
     assert flags == [True, False, True]
 
 
+def test_a_stuck_stream_is_flagged_by_the_calm_test() -> None:
+    # The model's scale shrinks with a frozen input, so standardised errors look normal; in
+    # the stream's own units the misses all but vanish.
+    rng = np.random.default_rng(6)
+    error = np.abs(rng.standard_normal(1500))
+    raw = error * 3.0
+    raw[1000:1200] = np.abs(rng.standard_normal(200)) * 0.03  # stuck: 1 % of the usual miss
+    scorer, stats = Scorer(warmup=300), Scorer.new_stats(1)
+    flags = np.array(
+        [scorer.update(stats, error[t : t + 1], raw[t : t + 1])[1][0] for t in range(1500)]
+    )
+    assert not flags[:1000].any()
+    assert flags[1000:1200].mean() > 0.8  # after a few readings, throughout
+    assert not flags[1000:1005].any()  # one small miss is not calm yet
+
+
+def test_piecewise_constant_telemetry_is_not_calm_between_its_steps() -> None:
+    # Exact forecasts most of the time, a jump now and then: quiet stretches are its normal.
+    rng = np.random.default_rng(7)
+    raw = np.where(rng.random(5000) < 0.03, rng.uniform(0.5, 2.0, 5000), 0.0)
+    raw[3000:3400] = 0.0  # a long quiet stretch
+    scorer, stats = Scorer(warmup=300), Scorer.new_stats(1)
+    for t in range(5000):
+        _, flag = scorer.update(stats, np.array([1.0]), raw[t : t + 1])
+        assert not flag[0] or raw[t] > 0, t  # flags, if any, come from misses, not calm
+
+
 def test_no_forecast_means_no_score() -> None:
     stats = Scorer.new_stats(2)
     score, flag = Scorer(warmup=0).update(stats, np.array([np.nan, 1.0]))
