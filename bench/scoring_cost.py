@@ -63,7 +63,7 @@ def main() -> None:
     print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
     print(f"  model step (onnxruntime)     {model_us:6.3f}")
     print(
-        f"  scoring (both tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model"
+        f"  scoring (all tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model"
     )
     print(
         f"  whole engine wave            {engine_us:6.3f}  (gather, normalise, step, score, "

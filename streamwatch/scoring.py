@@ -82,6 +82,7 @@ _VAR_POWERED = 0.0877
 _MEAN_POWERED = 0.8413
 _LOG_EPS = 1e-3  # errors below a thousandth of a scale unit are all "perfect"
 _LN10 = np.log(10.0)
+_LOG10_2 = np.log10(2.0)
 _HALF_SCORE_SURPRISE = 5.0  # -log10 tail probability that maps to score 0.5
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 # E[log |Z|] for Z ~ N(0, 1) is -(gamma + ln 2) / 2: exp(mean log error + this) estimates sigma
@@ -153,78 +154,68 @@ class Scorer:
         own units, for the novelty gate (default: ``error``).  Returns (score, flag)."""
         valid = np.isfinite(error)
         e = np.where(valid, error, 0.0)
-        log_e = np.log(e + _LOG_EPS)
-        seen = stats[:, SEEN]
-        first = seen == 0
-        powered = e**_POWER
-        short = np.where(
-            first, powered, stats[:, SHORT] + self.short_alpha * (powered - stats[:, SHORT])
-        )
-        # |N(0,1)| exceeds e with probability 2 Q(e) = Q(e) * 10^(log10 2): shift the score
-        # a stream's errors may make the test less sensitive than the model's own scale says,
-        # never more: a flat stretch with near-zero errors must not turn every blip into news
-        typical = np.maximum(np.exp(stats[:, MEAN_L] + _LOG_ABS_NORMAL), 1.0)
-        point = surprise(e / typical, two_sided=True)  # e is |error|: both signs count
-        # never more sensitive than Gaussian errors at the model's own scale would make it
-        floor = _VAR_POWERED * self.short_alpha / (2.0 - self.short_alpha)
-        z_short = (short - stats[:, MEAN_S]) / np.sqrt(np.maximum(stats[:, VAR_S], floor))
-        ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
-        collective = surprise(np.abs(z_short), two_sided=True)
-        score = np.where(ready, to_score(np.maximum(point, collective)), 0.0)
-        trigger = ready & (score >= self.threshold)
         r = np.where(valid, np.abs(error if raw is None else raw), 0.0)
-        raw_short = np.where(
-            first, r, stats[:, RAW_SHORT] + self.short_alpha * (r - stats[:, RAW_SHORT])
+        c = stats.T.copy()  # one contiguous row per statistic: column views are strided
+        seen = c[SEEN]
+        # weight of this reading in the short averages: all of it for a stream's first, none
+        # without a forecast (the averages stay as they are)
+        a_short = np.where(valid, np.where(seen == 0, 1.0, self.short_alpha), 0.0)
+        powered = e**_POWER
+        short = c[SHORT] + a_short * (powered - c[SHORT])
+        raw_short = c[RAW_SHORT] + a_short * (r - c[RAW_SHORT])
+        calm_short = c[CALM_SHORT] + a_short * (r**_POWER - c[CALM_SHORT])
+        # a stream's errors may make the tests less sensitive than the model's own scale
+        # says, never more: a flat stretch with near-zero errors must not turn every blip
+        # into news
+        typical = np.maximum(np.exp(c[MEAN_L] + _LOG_ABS_NORMAL), 1.0)
+        floor = _VAR_POWERED * self.short_alpha / (2.0 - self.short_alpha)
+        calm_floor = (c[CALM_MEAN] / _MEAN_POWERED) ** 2 * floor
+        z = np.empty((3, len(e)))
+        np.divide(e, typical, out=z[0])  # e is |error|: both signs count
+        z[1] = np.abs(short - c[MEAN_S]) / np.sqrt(np.maximum(c[VAR_S], floor))
+        # calm, one-sided: the misses' short average far below its usual range
+        z[2] = (c[CALM_MEAN] - calm_short) / np.sqrt(
+            np.maximum(np.maximum(c[CALM_VAR], calm_floor), 1e-300)
         )
+        bits = surprise(z)
+        # |N(0,1)| exceeds e with probability 2 Q(e): the two-sided tests lose log10(2)
+        miss = np.maximum(np.maximum(bits[0], bits[1]) - _LOG10_2, 0.0)
+        ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
+        score = np.where(ready, to_score(miss), 0.0)
+        trigger = ready & (score >= self.threshold)
         if self.novelty is not None:
             k = 1.0 + self.novelty
             short_of = np.maximum(
-                _ratio(raw_short, k * stats[:, SHORT_PEAK]), _ratio(e, k * stats[:, POINT_PEAK])
+                _ratio(raw_short, k * c[SHORT_PEAK]), _ratio(e, k * c[POINT_PEAK])
             )
             novel = short_of > 1.0
-            score = score * np.minimum(short_of, 1.0)
+            score *= np.minimum(short_of, 1.0)
             trigger &= novel
         else:
             novel = np.zeros_like(valid)
-        # Calm: the misses in the stream's own units have all but vanished (a stuck sensor, a
-        # flat-lined feed).  Standardised errors cannot show it: the model's scale shrinks
-        # with its input.  One-sided, and not gated: calm is never a recurring big miss.
-        calm_short = np.where(
-            first,
-            r**_POWER,
-            stats[:, CALM_SHORT] + self.short_alpha * (r**_POWER - stats[:, CALM_SHORT]),
-        )
-        # never more sensitive than Gaussian misses with the stream's usual size would make it
-        calm_floor = (stats[:, CALM_MEAN] / _MEAN_POWERED) ** 2 * floor
-        z_calm = (stats[:, CALM_MEAN] - calm_short) / np.sqrt(
-            np.maximum(np.maximum(stats[:, CALM_VAR], calm_floor), 1e-300)
-        )
-        calm = np.where(ready, to_score(surprise(z_calm)), 0.0)
-        calm_trigger = ready & (calm >= self.threshold)
+        # Calm (a stuck sensor, a flat-lined feed) is exempt from the gate: it is never a
+        # recurring big miss.
+        calm = np.where(ready, to_score(bits[2]), 0.0)
+        trigger |= ready & (calm >= self.threshold)
         score = np.maximum(score, calm)
-        trigger |= calm_trigger
         # What sets the bar: calm readings, recurring misses, and triggers (an anomaly's size
         # is what the next must beat to be news again); not a novel miss that is not (yet)
         # anomalous, or a slow rise would lift the bar ahead of itself and never trigger.
         decay = np.exp(-1.0 / self.long_window)
         sets_bar = valid & (trigger | ~novel)
         for col, v in ((SHORT_PEAK, raw_short), (POINT_PEAK, e)):
-            stats[:, col] = np.where(sets_bar, np.maximum(v, stats[:, col] * decay), stats[:, col])
-        stats[:, RAW_SHORT] = np.where(valid, raw_short, stats[:, RAW_SHORT])
-        held = stats[:, HOLD] > 0
-        stats[:, HOLD] = np.where(trigger, self.hold, np.maximum(stats[:, HOLD] - valid, 0))
+            c[col] = np.where(sets_bar, np.maximum(v, c[col] * decay), c[col])
+        held = c[HOLD] > 0
+        c[HOLD] = np.where(trigger, self.hold, np.maximum(c[HOLD] - valid, 0))
         flag = trigger | (held & valid)
         learn = valid & (~trigger | self.learn_anomalies)
         n = seen + learn
         alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
-        stats[:, MEAN_L] += alpha * (log_e - stats[:, MEAN_L])
-        d = short - stats[:, MEAN_S]
-        stats[:, MEAN_S] += alpha * d
-        stats[:, VAR_S] = (1.0 - alpha) * (stats[:, VAR_S] + alpha * d * d)
-        stats[:, SHORT] = np.where(valid, short, stats[:, SHORT])
-        d = calm_short - stats[:, CALM_MEAN]
-        stats[:, CALM_MEAN] += alpha * d
-        stats[:, CALM_VAR] = (1.0 - alpha) * (stats[:, CALM_VAR] + alpha * d * d)
-        stats[:, CALM_SHORT] = np.where(valid, calm_short, stats[:, CALM_SHORT])
-        stats[:, SEEN] = n
+        c[MEAN_L] += alpha * (np.log(e + _LOG_EPS) - c[MEAN_L])
+        for col_mean, col_var, v in ((MEAN_S, VAR_S, short), (CALM_MEAN, CALM_VAR, calm_short)):
+            d = v - c[col_mean]
+            c[col_mean] += alpha * d
+            c[col_var] = (1.0 - alpha) * (c[col_var] + alpha * d * d)
+        c[SHORT], c[RAW_SHORT], c[CALM_SHORT], c[SEEN] = short, raw_short, calm_short, n
+        stats[:] = c.T
         return score, flag
