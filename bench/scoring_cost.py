@@ -4,7 +4,7 @@
     .venv/bin/python bench/scoring_cost.py [--batch 256] [--hidden 64]
 
 Times, one thread: the ONNX Runtime step of an LSTM 1 x hidden for a batch; the scorer's
-update (both tests, statistics folded in) for the same batch; and the engine's whole wave
+update (all tests, statistics folded in) for the same batch; and the engine's whole wave
 (gather, normalise, step, score, scatter), in microseconds per reading.
 """
 
@@ -62,9 +62,7 @@ def main() -> None:
     engine_us = per_reading(lambda: engine.process(ids, values, 0.0), b)
     print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
     print(f"  model step (onnxruntime)     {model_us:6.3f}")
-    print(
-        f"  scoring (all tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model"
-    )
+    print(f"  scoring (all tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model")
     print(
         f"  whole engine wave            {engine_us:6.3f}  (gather, normalise, step, score, "
         "scatter)"
