@@ -40,7 +40,8 @@ BATCH = "streamwatch_batch_seconds"
 BARE = """
 import sys, time, numpy as np
 from kafka import KafkaConsumer
-c = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=None,
+group = sys.argv[5] or None  # with a group: join it and commit after each poll, as the daemon
+c = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=group,
                   auto_offset_reset="latest", enable_auto_commit=False)
 warmup, seconds, lat, start = float(sys.argv[3]), float(sys.argv[4]), [], time.time()
 while time.time() - start < seconds:
@@ -48,6 +49,8 @@ while time.time() - start < seconds:
         now = time.time()
         if now - start > warmup:
             lat.extend(now - r.timestamp / 1000.0 for r in records)
+    if group:
+        c.commit_async()
 lat = np.array(lat)
 print(f"{len(lat)} {np.quantile(lat, 0.5)} {np.quantile(lat, 0.99)} {np.mean(lat <= 0.02)}")
 """
@@ -87,6 +90,12 @@ def main() -> None:
         "--only",
         choices=("daemon", "bare"),
         help="run one of the two (default: both at once, each in its own consumer group)",
+    )
+    p.add_argument(
+        "--bare-group",
+        action="store_true",
+        help="the bare consumer joins a consumer group and commits after each poll, as the "
+        "daemon does (by default it reads without a group)",
     )
     p.add_argument(
         "--log-append-time",
@@ -129,6 +138,7 @@ def main() -> None:
                         topic,
                         str(args.warmup + 6.0),
                         str(args.seconds + 7.0),
+                        f"{topic}-bare" if args.bare_group else "",
                     ],
                     stdout=subprocess.PIPE,
                     text=True,
@@ -171,7 +181,8 @@ def main() -> None:
                 out, _ = bare.communicate(timeout=60)
                 n, p50, p99, within20 = out.split()
                 print(
-                    f"bare consumer, offered {args.rate:,.0f} msg/s, produced "
+                    f"bare consumer{' in a group' if args.bare_group else ''}, offered "
+                    f"{args.rate:,.0f} msg/s, produced "
                     f"{produced_rate:,.0f} msg/s: {int(n):,} records; p50 "
                     f"{float(p50) * 1000:.1f} ms, p99 {float(p99) * 1000:.1f} ms; "
                     f"{float(within20):.2%} within 20 ms; timestamps: {stamp}"
