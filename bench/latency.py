@@ -45,7 +45,7 @@ c = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=group,
                   auto_offset_reset="latest", enable_auto_commit=False)
 warmup, seconds, lat, start = float(sys.argv[3]), float(sys.argv[4]), [], time.time()
 while time.time() - start < seconds:
-    for records in c.poll(timeout_ms=100).values():
+    for records in c.poll(timeout_ms=int(sys.argv[6])).values():
         now = time.time()
         if now - start > warmup:
             lat.extend(now - r.timestamp / 1000.0 for r in records)
@@ -92,6 +92,14 @@ def main() -> None:
         help="run one of the two (default: both at once, each in its own consumer group)",
     )
     p.add_argument(
+        "--poll-timeout-ms",
+        type=int,
+        default=100,
+        help="poll timeout of the daemon (kafka.poll_timeout_ms) and of the bare consumer "
+        "(default 100); kafka-python 3.0.12 sometimes waits out the whole timeout with "
+        "records waiting",
+    )
+    p.add_argument(
         "--bare-group",
         action="store_true",
         help="the bare consumer joins a consumer group and commits after each poll, as the "
@@ -123,7 +131,8 @@ def main() -> None:
             cfg = tmp / "latency.yaml"
             cfg.write_text(
                 f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topic}]\n'
-                f"  group_id: {topic}\n  auto_offset_reset: latest\n  poll_timeout_ms: 100\n"
+                f"  group_id: {topic}\n  auto_offset_reset: latest\n"
+                f"  poll_timeout_ms: {args.poll_timeout_ms}\n"
                 f'model:\n  path: "{tmp / "model"}"\nscoring:\n  warmup: 10\n'
                 f"metrics:\n  host: 127.0.0.1\n  port: {port}\nlogging:\n  level: WARNING\n"
             )
@@ -139,6 +148,7 @@ def main() -> None:
                         str(args.warmup + 6.0),
                         str(args.seconds + 7.0),
                         f"{topic}-bare" if args.bare_group else "",
+                        str(args.poll_timeout_ms),
                     ],
                     stdout=subprocess.PIPE,
                     text=True,
