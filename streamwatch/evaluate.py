@@ -85,17 +85,25 @@ class EventCounts:
         return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
 
+def _flags_and_labels(
+    flags: np.ndarray, labels: Sequence[Span]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked flags, label spans as an (n, 2) array, and the mask of labelled rows."""
+    f = _as_flags(flags)
+    lab = _check_spans(labels, len(f), "label")
+    labelled = np.zeros(len(f), dtype=bool)
+    for s, e in lab.tolist():
+        labelled[s : e + 1] = True
+    return f, lab, labelled
+
+
 def event_counts(flags: np.ndarray, labels: Sequence[Span]) -> EventCounts:
     """Count labelled sequences hit or missed and predicted sequences that hit nothing.
 
     >>> event_counts(np.array([0, 1, 1, 0, 0, 0, 1, 0], dtype=bool), [(2, 3), (5, 5)])
     EventCounts(tp=1, fp=1, fn=1)
     """
-    f = _as_flags(flags)
-    lab = _check_spans(labels, len(f), "label")
-    labelled = np.zeros(len(f), dtype=bool)
-    for s, e in lab.tolist():
-        labelled[s : e + 1] = True
+    f, lab, labelled = _flags_and_labels(flags, labels)
     # With a leading 0, c[e + 1] - c[s] counts the True rows of [s, e].
     flagged_c = np.concatenate(([0], np.cumsum(f)))
     labelled_c = np.concatenate(([0], np.cumsum(labelled)))
@@ -142,11 +150,7 @@ class RowCounts:
 
 
 def row_counts(flags: np.ndarray, labels: Sequence[Span]) -> RowCounts:
-    f = _as_flags(flags)
-    lab = _check_spans(labels, len(f), "label")
-    labelled = np.zeros(len(f), dtype=bool)
-    for s, e in lab.tolist():
-        labelled[s : e + 1] = True
+    f, _, labelled = _flags_and_labels(flags, labels)
     return RowCounts(len(f), int(f.sum()), int(labelled.sum()), int((f & labelled).sum()))
 
 
