@@ -271,7 +271,8 @@ class Daemon:
     def _dead_letter(self, rec: Record, err: DecodeError) -> None:
         log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
         headers = [
-            *(rec.headers or []),
+            # a Kafka header may be null, but kafka-python's producer only sends bytes
+            *((k, b"" if v is None else v) for k, v in rec.headers or ()),
             ("streamwatch.reason", err.reason.encode()),
             ("streamwatch.detail", err.detail[:500].encode()),
             ("streamwatch.topic", rec.topic.encode()),

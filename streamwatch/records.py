@@ -16,7 +16,7 @@ class Record(NamedTuple):
     timestamp: int  # milliseconds since the epoch, as Kafka stores it
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
+    headers: Sequence[tuple[str, bytes | None]] = ()  # a Kafka header's value may be null
 
 
 class Outgoing(NamedTuple):

@@ -12,6 +12,9 @@ class MemorySink:
         self.flushes = 0
 
     def send(self, message: Outgoing) -> None:
+        # kafka-python's producer refuses these; the twin must too, or tests miss it
+        if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in message.headers):
+            raise TypeError("All headers items must be (str, bytes) tuples")
         self.pending.append(message)
 
     def flush(self, timeout_s: float) -> None:

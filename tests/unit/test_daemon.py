@@ -92,7 +92,7 @@ def test_spikes_become_anomaly_events(model_dir: Path) -> None:
 def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
     good = _records(n_streams=1, length=3)
     bad = [
-        Record("in", 0, 10, 0, b"k", b"{oops", [("trace", b"1")]),
+        Record("in", 0, 10, 0, b"k", b"{oops", [("trace", b"1"), ("null", None)]),
         Record("in", 0, 11, 0, None, b'{"stream":"a","ts":1,"value":NaN}'),
         Record("in", 1, 12, 0, None, b'{"stream":"a","ts":1}'),
     ]
@@ -107,6 +107,7 @@ def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
     first = dict(dead[0].headers)
     assert dead[0].key == b"k" and dead[0].value == b"{oops"
     assert first["trace"] == b"1" and first["streamwatch.offset"] == b"10"
+    assert first["null"] == b""  # null header values cannot be produced: sent empty
     assert first["streamwatch.partition"] == b"0" and first["streamwatch.topic"] == b"in"
     assert registry.get_sample_value("streamwatch_dead_letters_total", {"reason": "bad_json"}) == 2
     assert source.committed[("in", 0)] == 12  # dead letters are consumed, not lost
