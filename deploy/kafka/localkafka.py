@@ -39,6 +39,7 @@ import base64
 import concurrent.futures
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -347,8 +348,10 @@ class LocalKafka:
             )
             tls.result()
         with self.log_file.open("ab") as out:
+            # KAFKA_OPTS: extra JVM flags for the broker, as Kafka's own start script takes them
+            extra = shlex.split(os.environ.get("KAFKA_OPTS", ""))
             proc = subprocess.Popen(
-                [*base, "kafka.Kafka", str(props)],
+                [*base[:1], *extra, *base[1:], "kafka.Kafka", str(props)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
