@@ -9,8 +9,9 @@ stream (``--prime`` replays the train array first; it precedes the test part in 
 stays causal), and count events with the rule in the dataset's README; also the share of rows
 flagged.  One configuration for all channels.
 
-Synthetic: train on clean history of 100 streams, replay a labelled test set of the same
-streams, and count events and NAB scores the same way.
+Synthetic: 100 generated streams, each one recording split in two like MSL's: train on the
+first half (free of anomalies), replay the second (labelled anomalies) as new streams, and count
+events and NAB scores the same way.
 """
 
 from __future__ import annotations
@@ -111,14 +112,26 @@ def synthetic(
     args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]
 ) -> dict[str, object]:
     started = time.perf_counter()
-    history = synth.generate(
-        synth.SynthSpec(n_streams=100, length=4032, anomalies_per_stream=0, seed=21)
+    # One recording per stream, split as MSL's are: the first half (kept free of anomalies by
+    # the generator's warm-up) trains the model, the second is replayed as new streams.
+    half = 4032
+    whole = synth.generate(
+        synth.SynthSpec(
+            n_streams=100, length=2 * half, anomalies_per_stream=2, warmup=half + 600, seed=21
+        )
     )
     out = args.work / "synthetic"
-    train_artifact(dict(zip(history.stream_ids, history.values, strict=True)), cfg, out)
+    train_artifact(
+        {s: v[:half] for s, v in zip(whole.stream_ids, whole.values, strict=True)}, cfg, out
+    )
     model = load_model(out)
-    test = synth.generate(
-        synth.SynthSpec(n_streams=100, length=4032, anomalies_per_stream=2, seed=22)
+    test = synth.SynthData(
+        whole.stream_ids,
+        whole.timestamps[half:],
+        whole.values[:, half:],
+        tuple(
+            synth.Anomaly(a.stream, a.kind, a.start - half, a.end - half) for a in whole.anomalies
+        ),
     )
     n, t = test.values.shape
     rows = Rows(
@@ -184,10 +197,20 @@ def main() -> None:
         default=100,
         help="readings an episode stays flagged after its last trigger (100)",
     )
+    p.add_argument("--warmup", type=int, default=Scorer.warmup, help="scoring.warmup")
+    p.add_argument(
+        "--long-window", type=int, default=Scorer.long_window, help="scoring.long_window"
+    )
     p.add_argument(
         "--novelty",
         default="0.13",
         help="the scorer's novelty gate ('off' to flag on the score alone; default 0.13)",
+    )
+    p.add_argument(
+        "--envelope",
+        default="off",
+        help="the scorer's envelope test: flag readings beyond the trained range by this share "
+        "of its width, e.g. 0.05 (default off, as in the daemon)",
     )
     p.add_argument(
         "--prime",
@@ -212,7 +235,14 @@ def main() -> None:
     )
     novelty = None if args.novelty == "off" else float(args.novelty)
     scorers = [
-        Scorer(threshold=float(t), hold=args.hold, novelty=novelty)
+        Scorer(
+            threshold=float(t),
+            hold=args.hold,
+            novelty=novelty,
+            warmup=args.warmup,
+            long_window=args.long_window,
+            envelope=None if args.envelope == "off" else float(args.envelope),
+        )
         for t in args.thresholds.split(",")
     ]
     print(

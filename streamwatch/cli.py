@@ -204,7 +204,7 @@ _TRAIN_FLAGS = (
 # -- replay / evaluate ------------------------------------------------------------------------
 
 
-def _novelty(text: str) -> float | None:
+def _fraction_or_off(text: str) -> float | None:
     return None if text.lower() in ("off", "none", "null") else float(text)
 
 
@@ -227,6 +227,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.learn_anomalies,
             args.hold,
             args.novelty,
+            args.envelope,
         )
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
@@ -571,10 +572,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--novelty",
-        type=_novelty,
+        type=_fraction_or_off,
         default=0.13,
         help="a trigger's smoothed miss must beat the stream's recent peak by this fraction "
         "(default 0.13; 'off' flags on the score alone)",
+    )
+    rp.add_argument(
+        "--envelope",
+        type=_fraction_or_off,
+        default=None,
+        help="also flag readings beyond the stream's trained range by this share of its width, "
+        "e.g. 0.05 (default off)",
     )
     rp.set_defaults(func=cmd_replay)
 

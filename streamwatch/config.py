@@ -192,6 +192,7 @@ class ScoringConfig:
     learn_anomalies: bool = False
     hold: int = 0  # readings an episode stays flagged after its last trigger
     novelty: float | None = 0.13  # null: flag on the score alone
+    envelope: float | None = None  # e.g. 0.05: flag readings 5 % beyond the trained range
 
     def scorer(self) -> Scorer:
         return Scorer(
@@ -202,6 +203,7 @@ class ScoringConfig:
             self.learn_anomalies,
             self.hold,
             self.novelty,
+            self.envelope,
         )
 
     def check(self, path: str) -> None:

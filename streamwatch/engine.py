@@ -102,6 +102,7 @@ class Engine:
         self.n_targets = len(model.spec.targets)
         if (store.state_size, store.n_targets) != (model.spec.state_size, self.n_targets):
             raise ValueError("the state store is not shaped for this model")
+        store.envelopes = model.spec.envelopes()
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
@@ -111,6 +112,7 @@ class Engine:
         layout, features and targets are the same."""
         self.model = model
         self.normalizer = model.spec.normalization
+        self.store.envelopes = model.spec.envelopes()  # for new streams; others keep theirs
 
     def process(
         self,
@@ -195,7 +197,12 @@ class Engine:
             miss = x - prediction
             error = np.sqrt(np.mean((miss / scale) ** 2, axis=1))
             raw = np.sqrt(np.mean(miss**2, axis=1))  # for the novelty gate: the stream's units
-        score, flag = self.scorer.update(score_stats, error, raw)
+        outside = None
+        if self.scorer.envelope is not None:
+            bounds = store.envelope[s]
+            outside = self.scorer.outside(x, bounds)
+            store.envelope[s] = bounds
+        score, flag = self.scorer.update(score_stats, error, raw, outside)
         store.scores[s] = score_stats
         stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below
         x_in = inputs[pos]

@@ -42,7 +42,19 @@ cannot foresee), and a miss no larger than one seen lately is not news, however 
 against Gaussian tails.  The point miss is compared in units of the model's scale, the short
 average in the stream's own units (``raw``).  A non-novel reading's score is scaled down by how
 far it falls short of that bar, so scores stay an honest ranking.  ``novelty=None`` turns the
-gate off.  With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after
+gate off.  Warm-up readings set the bar too (they cannot trigger), except the first
+``_SETTLE``, whose misses are the model's start from an empty state, not the stream's.
+
+A fourth test, the *envelope*, is a rule rather than a probability: where the model was trained
+on a stream, the stream's readings then spanned ``[lo, hi]`` (the model records it), and a
+reading beyond that range by more than ``envelope`` times its width is something the model has
+never seen.  Such a reading is flagged (after warm-up, exempt from the gate) and scores at
+least the threshold.  A stream that stays outside pulls its bounds along at the pace of
+``long_window``, so a lasting new regime stops being flagged instead of alerting forever.  It
+is off by default (``envelope=None``): streams that trend or grow leave their training range
+as a matter of course.  Streams the model was not trained on have no envelope.
+
+With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after
 its last trigger (causal, like an alert's keep-firing time), so one event is not reported as a
 string of fragments.  Whether flagged readings update the running statistics is an explicit
 choice (``learn_anomalies``, off by default: an anomaly must not teach the stream that
@@ -76,6 +88,7 @@ CALM_SHORT, CALM_MEAN, CALM_VAR = range(9, 12)
 N_STATS = 12
 
 _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
+_SETTLE = 100  # readings before warm-up misses may set the novelty bar (see above)
 _POWER = 0.4
 # Var(|Z| ** 0.4) for Z ~ N(0, 1): E|Z|^0.8 - (E|Z|^0.4)^2 = 0.7955 - 0.8413^2
 _VAR_POWERED = 0.0877
@@ -127,6 +140,7 @@ class Scorer:
     learn_anomalies: bool = False  # do flagged readings update the statistics?
     hold: int = 0  # readings an episode stays flagged after its last trigger
     novelty: float | None = 0.13  # a trigger's raw misfit must beat the recent peak by this
+    envelope: float | None = None  # e.g. 0.05: beyond the trained range by 5 % of its width
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -141,17 +155,42 @@ class Scorer:
             raise ValueError("scoring.hold must be >= 0")
         if self.novelty is not None and not self.novelty >= 0.0:
             raise ValueError("scoring.novelty must be >= 0 or null")
+        if self.envelope is not None and not self.envelope >= 0.0:
+            raise ValueError("scoring.envelope must be >= 0 or null")
 
     @staticmethod
     def new_stats(n: int) -> np.ndarray:
         return np.zeros((n, N_STATS), np.float64)
 
+    def outside(self, x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+        """The envelope test: which readings ``x`` (n, targets) lie beyond their stream's
+        trained range by more than ``envelope`` of its width, any target.  ``bounds``
+        (n, 2, targets): lo and hi, NaN where the model has none; updated in place, pulled
+        toward readings outside at the pace of ``long_window``."""
+        if self.envelope is None:
+            return np.zeros(len(x), bool)
+        lo, hi = bounds[:, 0], bounds[:, 1]
+        # a range of width 0 (a stream constant in training): any change is new
+        width = np.maximum(hi - lo, 1e-6 * np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1.0))
+        margin = self.envelope * width
+        with np.errstate(invalid="ignore"):  # NaN: no envelope, or no reading
+            out = ((x > hi + margin) | (x < lo - margin)).any(axis=1)
+            rate = 1.0 / self.long_window
+            bounds[:, 1] = np.where(x > hi, hi + rate * (x - hi), hi)
+            bounds[:, 0] = np.where(x < lo, lo + rate * (x - lo), lo)
+        return out
+
     def update(
-        self, stats: np.ndarray, error: np.ndarray, raw: np.ndarray | None = None
+        self,
+        stats: np.ndarray,
+        error: np.ndarray,
+        raw: np.ndarray | None = None,
+        outside: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score standardised errors (NaN: no forecast yet) and fold them into ``stats``
         (one row per error, updated in place).  ``raw`` is the same misses in the readings'
-        own units, for the novelty gate (default: ``error``).  Returns (score, flag)."""
+        own units, for the novelty gate (default: ``error``); ``outside`` marks readings
+        beyond their envelope (see ``outside``).  Returns (score, flag)."""
         valid = np.isfinite(error)
         e = np.where(valid, error, 0.0)
         r = np.where(valid, np.abs(error if raw is None else raw), 0.0)
@@ -180,31 +219,45 @@ class Scorer:
         bits = surprise(z)
         # |N(0,1)| exceeds e with probability 2 Q(e): the two-sided tests lose log10(2)
         miss = np.maximum(np.maximum(bits[0], bits[1]) - _LOG10_2, 0.0)
-        ready = valid & (seen >= max(self.warmup, _MIN_SEEN))
+        warm = seen >= max(self.warmup, _MIN_SEEN)
+        ready = valid & warm
         score = np.where(ready, to_score(miss), 0.0)
         trigger = ready & (score >= self.threshold)
         if self.novelty is not None:
             k = 1.0 + self.novelty
-            short_of = np.maximum(
-                _ratio(raw_short, k * c[SHORT_PEAK]), _ratio(e, k * c[POINT_PEAK])
-            )
+            of_short = _ratio(raw_short, k * c[SHORT_PEAK])
+            of_point = _ratio(e, k * c[POINT_PEAK])
+            short_of = np.maximum(of_short, of_point)
             novel = short_of > 1.0
             score *= np.minimum(short_of, 1.0)
             trigger &= novel
         else:
+            of_short = of_point = np.full(len(e), np.inf)
             novel = np.zeros_like(valid)
         # Calm (a stuck sensor, a flat-lined feed) is exempt from the gate: it is never a
         # recurring big miss.
         calm = np.where(ready, to_score(bits[2]), 0.0)
         trigger |= ready & (calm >= self.threshold)
         score = np.maximum(score, calm)
-        # What sets the bar: calm readings, recurring misses, and triggers (an anomaly's size
-        # is what the next must beat to be news again); not a novel miss that is not (yet)
-        # anomalous, or a slow rise would lift the bar ahead of itself and never trigger.
+        if outside is not None:  # the envelope: a rule, exempt from the gate as well
+            beyond = outside & warm  # also readings without a forecast (after a gap)
+            trigger |= beyond
+            score = np.where(beyond, np.maximum(score, self.threshold), score)
+        # What sets the bar: triggers (an anomaly's size is what the next must beat to be news
+        # again), misses that are not news (a recurring miss keeps its bar up), and warm-up
+        # after the model's first steps, where nothing triggers (else the first recurrence of
+        # a large miss seen in warm-up would read as news).  Not a novel miss that is not
+        # (yet) anomalous: a slow rise would lift the bar ahead of itself and never trigger.
+        # For the same reason the short average sets it only once it falls, to the peak it
+        # reached: while it rises by less than the margin a step, it would drag the bar along.
         decay = np.exp(-1.0 / self.long_window)
-        sets_bar = valid & (trigger | ~novel)
-        for col, v in ((SHORT_PEAK, raw_short), (POINT_PEAK, e)):
-            c[col] = np.where(sets_bar, np.maximum(v, c[col] * decay), c[col])
+        always = valid & (trigger | (~warm & (seen >= _SETTLE)))
+        falling = raw_short < c[RAW_SHORT]
+        for col, v, usual in (
+            (SHORT_PEAK, np.where(falling, c[RAW_SHORT], raw_short), falling & (of_short <= 1.0)),
+            (POINT_PEAK, e, of_point <= 1.0),
+        ):
+            c[col] = np.where(always | (valid & usual), np.maximum(v, c[col] * decay), c[col])
         held = c[HOLD] > 0
         c[HOLD] = np.where(trigger, self.hold, np.maximum(c[HOLD] - valid, 0))
         flag = trigger | (held & valid)

@@ -27,7 +27,18 @@ from streamwatch.normalize import Normalizer
 from streamwatch.scoring import N_STATS
 from streamwatch.slotindex import SlotIndex, hashes
 
-_ROWS = ("state", "norm", "forecast", "scale", "scores", "last_seen", "owner", "last_ts", "key")
+_ROWS = (
+    "state",
+    "norm",
+    "forecast",
+    "scale",
+    "scores",
+    "envelope",
+    "last_seen",
+    "owner",
+    "last_ts",
+    "key",
+)
 
 
 class StateStore:
@@ -46,6 +57,8 @@ class StateStore:
         self.evicted_lru = 0
         self.evicted_idle = 0
         self._t0: float | None = None  # the clock's value at the first assign
+        # stream id -> (2, targets) trained range, which a new slot of that stream starts with
+        self.envelopes: dict[str, np.ndarray] = {}
         capacity = max(1, min(capacity, max_streams))
         self.index = SlotIndex(2 * capacity)
         self._alloc(capacity)
@@ -62,6 +75,8 @@ class StateStore:
         # the scorer's per-stream statistics: float32 is plenty for them, and 20 bytes a
         # stream fewer at a million streams
         self.scores = np.zeros((capacity, N_STATS), np.float32)
+        # the stream's trained range per target (lo, hi; NaN: none), for the envelope test
+        self.envelope = np.full((capacity, 2, self.n_targets), np.nan, np.float32)
         # wall-clock seconds since the store's first assign (float32: a millisecond's
         # resolution over a week, and 4 bytes a stream fewer than epoch seconds in float64)
         self.last_seen = np.zeros(capacity, np.float32)
@@ -111,6 +126,7 @@ class StateStore:
         self.forecast[slot] = np.nan
         self.scale[slot] = np.nan
         self.scores[slot] = 0.0
+        self.envelope[slot] = np.nan
         self.last_ts[slot] = np.nan
 
     def _release(self, slot: int) -> None:
@@ -134,6 +150,9 @@ class StateStore:
                 slot = self._new_slot(slots)
                 self.index.insert(key, slot)
                 self.key[slot] = key
+                trained = self.envelopes.get(stream_ids[i])
+                if trained is not None:
+                    self.envelope[slot] = trained
             slots[i] = slot
         if self._t0 is None:
             self._t0 = now

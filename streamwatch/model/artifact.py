@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamwatch.errors import ModelError
 from streamwatch.model.onnxfile import has_external_data
 from streamwatch.normalize import Normalizer
@@ -45,6 +47,12 @@ class ModelSpec:
     @property
     def state_size(self) -> int:
         return 2 * self.layers * self.hidden_size
+
+    def envelopes(self) -> dict[str, np.ndarray]:
+        """Per training stream, the range its targets spanned: (2, targets) float32, lo
+        then hi (``calibration.envelopes``; empty for models trained before it existed)."""
+        table = self.calibration.get("envelopes") or {}
+        return {k: np.asarray(v, np.float32) for k, v in table.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,7 +133,27 @@ class ModelSpec:
             raise ModelError(f"{where}: layers, hidden_size, features and targets must be set")
         if d.get("state_size", spec.state_size) != spec.state_size:
             raise ModelError(f"{where}: state_size disagrees with 2 x layers x hidden_size")
+        _check_envelopes(where, spec)
         return spec
+
+
+def _check_envelopes(where: str, spec: ModelSpec) -> None:
+    if not isinstance(spec.calibration, dict):
+        raise ModelError(f"{where}: calibration must be an object")
+    table = spec.calibration.get("envelopes", {})
+    if not isinstance(table, dict):
+        raise ModelError(f"{where}: calibration.envelopes must map stream ids to ranges")
+    shape = (2, len(spec.targets))
+    for stream, bounds in table.items():
+        try:
+            arr = np.asarray(bounds, np.float64)
+        except (TypeError, ValueError):
+            arr = np.empty(0)
+        if arr.shape != shape or not np.isfinite(arr).all() or (arr[0] > arr[1]).any():
+            raise ModelError(
+                f"{where}: calibration.envelopes[{stream!r}] must be [[lo ...], [hi ...]] with "
+                f"{shape[1]} finite value(s) each, lo <= hi"
+            )
 
 
 def sha256_bytes(data: bytes) -> str:

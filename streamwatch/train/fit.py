@@ -241,6 +241,21 @@ def fit(
     return model, best
 
 
+def envelopes(series: dict[str, np.ndarray], n_targets: int) -> dict[str, list[list[float]]]:
+    """Per stream, the range of each target in training (lo list, hi list): the scorer's
+    envelope test flags readings far beyond it.  Streams with a target never finite get none.
+    """
+    out = {}
+    for name, values in series.items():
+        v = np.asarray(values, np.float64).reshape(len(values), -1)[:, :n_targets]
+        finite = np.isfinite(v)
+        if len(v) and finite.any(axis=0).all():
+            lo = np.where(finite, v, np.inf).min(axis=0)
+            hi = np.where(finite, v, -np.inf).max(axis=0)
+            out[name] = [lo.tolist(), hi.tolist()]
+    return out
+
+
 def train_artifact(
     series: dict[str, np.ndarray],
     cfg: TrainConfig,
@@ -261,6 +276,7 @@ def train_artifact(
         "abs_error_quantiles": metrics.pop("abs_error_quantiles"),
         "error_mean": metrics.pop("error_mean"),
         "error_std": metrics.pop("error_std"),
+        "envelopes": envelopes(series, n_targets),
     }
     history = metrics.pop("history")
     train_cfg = asdict(cfg)

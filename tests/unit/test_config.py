@@ -19,6 +19,8 @@ def test_defaults_are_filled_in() -> None:
     assert cfg.state.idle_ttl_seconds == 86400.0
     assert cfg.scoring.scorer().novelty == 0.13
     assert parse({**BASE, "scoring": {"novelty": None}}).scoring.scorer().novelty is None
+    assert cfg.scoring.scorer().envelope is None  # off unless asked for
+    assert parse({**BASE, "scoring": {"envelope": 0.05}}).scoring.scorer().envelope == 0.05
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,7 @@ def test_defaults_are_filled_in() -> None:
         ({**BASE, "model": {"threads": 0}}, "model.threads"),
         ({**BASE, "scoring": {"threshold": True}}, "scoring.threshold"),
         ({**BASE, "scoring": {"novelty": -1}}, "scoring.novelty"),
+        ({**BASE, "scoring": {"envelope": -0.1}}, "scoring.envelope"),
         ({**BASE, "metrics": {"port": 70000}}, "metrics.port"),
         ({**BASE, "logging": {"format": "xml"}}, "logging.format"),
         ({"kafka": {"bootstrap_servers": "k", "input_topics": [1]}}, "kafka.input_topics[0]"),

@@ -141,3 +141,23 @@ def test_time_policy_is_validated_at_config() -> None:
     with pytest.raises(ConfigError) as err:
         parse({"input": {"source": "file"}, "state": {"on_gap": "forget"}})
     assert err.value.path == "state.on_gap"
+
+
+def test_streams_the_model_was_trained_on_start_with_their_envelope(model_dir: Path) -> None:
+    model = load_model(model_dir)
+    trained = model.spec.envelopes()
+    known = sorted(trained)[0]
+    lo, hi = trained[known][:, 0]
+    values = np.full(40, hi + 0.2 * (hi - lo))  # steady, but beyond anything seen in training
+    flags = {}
+    for envelope in (0.05, None):
+        store = StateStore.for_model(model.spec)
+        engine = Engine(model, store, Scorer(warmup=5, envelope=envelope))
+        out = engine.process([known] * 40, values, now=0.0, timestamps=np.arange(40.0))
+        flags[envelope] = out.anomaly
+    assert store.envelope[store.slot(known)].tolist() == trained[known].tolist()
+    assert flags[0.05][-10:].all() and not flags[None][-10:].any()
+    store = StateStore.for_model(model.spec)
+    engine = Engine(model, store, Scorer(warmup=5, envelope=0.05))
+    engine.process(["never-trained"], np.array([1e12]), now=1.0)
+    assert np.isnan(store.envelope[store.slot("never-trained")]).all()

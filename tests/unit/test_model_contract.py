@@ -125,6 +125,9 @@ def test_artifact_records_what_serving_needs(model_dir: Path) -> None:
         "0.9999",
     }
     assert meta["training"]["data"]["streams"] == 24
+    envelopes = meta["calibration"]["envelopes"]  # each training stream's range, lo then hi
+    assert len(envelopes) == 24
+    assert all(lo[0] < hi[0] for lo, hi in envelopes.values())
     # no worse than "next reading equals this one" on held-out data (the residual head starts
     # there); a broken target alignment or normalisation would be far worse
     val = meta["training"]["validation"]
@@ -179,6 +182,19 @@ def test_refuses_unknown_schema_version(artifact: Path) -> None:
 def test_refuses_invalid_json(artifact: Path) -> None:
     (artifact / "model.json").write_text("{")
     with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(artifact)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[[1.0], [0.0]], [[0.0]], [[0.0], [float("inf")]], "wide", [["a"], [1.0]]],
+    ids=["lo-above-hi", "one-row", "infinite", "not-a-range", "not-numbers"],
+)
+def test_refuses_malformed_envelopes(artifact: Path, bad: object) -> None:
+    meta = json.loads((artifact / "model.json").read_text())
+    meta["calibration"]["envelopes"] = {"s0001": bad}
+    (artifact / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"calibration\.envelopes\['s0001'\]"):
         load_model(artifact)
 
 

@@ -139,6 +139,7 @@ def test_no_forecast_means_no_score() -> None:
         {"long_window": 1},
         {"warmup": -1},
         {"novelty": -0.1},
+        {"envelope": -0.01},
     ],
 )
 def test_scorer_validates(bad: dict[str, float]) -> None:
@@ -163,3 +164,83 @@ def test_hold_keeps_an_episode_flagged() -> None:
     _, held = _run(Scorer(warmup=100, hold=20), errors)
     assert plain[400:421, 0].sum() < 21
     assert held[400:421, 0].all() and not held[421:450, 0].any()
+
+
+def test_large_misses_in_warm_up_set_the_bar() -> None:
+    """A miss that already happened in warm-up (where nothing can be flagged) is not news when
+    it recurs; the same miss seen first after warm-up is."""
+    errors = np.abs(np.random.default_rng(5).standard_normal((1200, 2)))
+    errors[250, 0] = 25.0  # stream 0: in warm-up, after the model's first steps
+    errors[400, :] = 25.0  # both: the same miss after warm-up, before the bar fades
+    _, flags = _run(Scorer(warmup=300), errors)
+    assert flags[400].tolist() == [False, True]
+
+
+def test_the_models_first_steps_do_not_set_the_bar() -> None:
+    """Misses while the model starts from an empty state say nothing about the stream."""
+    errors = np.abs(np.random.default_rng(6).standard_normal((1200, 1)))
+    errors[5] = 25.0
+    errors[160] = 25.0  # soon enough that a bar set at 5 would still stand
+    _, flags = _run(Scorer(warmup=150), errors)
+    assert flags[160, 0]
+
+
+def test_a_slow_rise_does_not_drag_the_bar_along() -> None:
+    """The short average of a sustained misfit rises by under the novelty margin a step; were
+    each step allowed to set the bar, the rise would never be news."""
+    rng = np.random.default_rng(7)
+    errors = np.abs(rng.standard_normal((1600, 1)))
+    errors[1200:1400] = 2.0 + 0.1 * np.abs(rng.standard_normal((200, 1)))
+    _, flags = _run(Scorer(warmup=300, novelty=0.13), errors)
+    assert flags[1200:1400].any()
+
+
+def _envelope_scorer(**kw: object) -> Scorer:
+    return Scorer(warmup=10, envelope=0.05, **kw)  # type: ignore[arg-type]
+
+
+def test_envelope_flags_readings_beyond_the_trained_range() -> None:
+    scorer = _envelope_scorer()
+    # three streams trained on [0, 10] (one target); the last has no envelope
+    bounds = np.array([[[0.0], [10.0]]] * 3 + [[[np.nan], [np.nan]]], np.float32)
+    x = np.array([[10.4], [10.6], [-0.6], [1e9]])  # margin 0.05 x 10 = 0.5
+    assert scorer.outside(x, bounds).tolist() == [False, True, True, False]
+    assert np.isnan(bounds[3]).all()
+    # readings outside pull the bound toward them at the pace of long_window
+    assert bounds[1, 1, 0] == pytest.approx(10.0 + 0.6 / scorer.long_window, rel=1e-5)
+    assert bounds[0, 1, 0] == pytest.approx(10.0 + 0.4 / scorer.long_window, rel=1e-5)
+    assert bounds[2, 0, 0] == pytest.approx(-0.6 / scorer.long_window, rel=1e-4)
+
+
+def test_a_range_of_width_zero_makes_any_change_news() -> None:
+    bounds = np.array([[[-1.0], [-1.0]]], np.float32)
+    assert _envelope_scorer().outside(np.array([[-0.99]]), bounds).tolist() == [True]
+
+
+def test_envelope_off_flags_nothing() -> None:
+    bounds = np.array([[[0.0], [1.0]]], np.float32)
+    assert not Scorer().outside(np.array([[100.0]]), bounds).any()
+    assert bounds.tolist() == [[[0.0], [1.0]]]  # and leaves the bounds alone
+
+
+def test_envelope_trigger_waits_for_warm_up_and_skips_the_gate() -> None:
+    scorer = _envelope_scorer()
+    stats = scorer.new_stats(1)
+    ok, out = np.array([False]), np.array([True])
+    early, _ = scorer.update(stats, np.array([0.5]), outside=out)
+    assert early[0] == 0.0  # in warm-up: nothing is flagged
+    for _ in range(50):
+        scorer.update(stats, np.array([0.5]), outside=ok)
+    scorer.update(stats, np.array([40.0]))  # a big miss: the gate's bar is now high
+    score, flag = scorer.update(stats, np.array([0.5]), outside=out)
+    assert flag[0] and score[0] >= scorer.threshold  # a rule: exempt from the gate
+
+
+def test_a_lasting_excursion_stops_being_flagged() -> None:
+    """A stream that stays beyond its range pulls it along: a new regime, not an endless
+    alert."""
+    scorer = _envelope_scorer(long_window=100)
+    bounds = np.array([[[0.0], [10.0]]], np.float32)
+    flags = [bool(scorer.outside(np.array([[12.0]]), bounds)[0]) for _ in range(2000)]
+    assert flags[0] and not flags[-1]
+    assert 100 < flags.index(False) < 1000
