@@ -143,3 +143,23 @@ def test_bytes_after_the_last_record_are_corrupt() -> None:
     buf, pos, n, first = _body(_rows(2))
     with pytest.raises(CorruptRecord, match="unread bytes"):
         parse_records(buf + b"\x00", pos, n, "t", 0, 0, first, None)
+
+
+def test_legacy_message_format_goes_through_kafka_pythons_reader() -> None:
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    b = LegacyRecordBatchBuilder(1, 0, 1 << 20)
+    for i in range(5):
+        b.append(i, 1_700_000_000_000 + i, b"k", b"v%d" % i)
+    data = bytes(b.build())
+    expected = _read(Fetcher.PartitionRecords, data)
+    assert len(expected) == 5 and _read(FAST, data) == expected
+
+
+def test_a_batch_that_fails_its_crc_is_refused() -> None:
+    from kafka.errors import CorruptRecordError
+
+    data = bytearray(_batch(_rows(5)))
+    data[-1] ^= 0xFF  # inside the records, which the batch CRC covers
+    with pytest.raises(CorruptRecordError, match="crc"):
+        _read(FAST, bytes(data))
