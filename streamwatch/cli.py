@@ -349,6 +349,8 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         f"{val.get('val_naive_mae_z', float('nan')):.4f}) z units, "
         f"best epoch {val.get('epoch')} of {val.get('epochs_run')}",
         f"calibration {json.dumps(d['calibration'].get('abs_error_quantiles', {}))}",
+        f"envelopes   trained ranges of {len(model.spec.envelopes()):,} stream(s) "
+        "(for scoring.envelope)",
     ]
     print("\n".join(lines))
     return 0
