@@ -20,7 +20,9 @@ A third test, *calm*, reads the misses in the stream's own units (``raw``): when
 average falls far below its usual range, the stream has stopped moving (a stuck sensor, a
 flat-lined feed).  Standardised errors cannot show that, because the model's predicted scale
 shrinks with its frozen input.  It is one-sided, and on telemetry whose forecasts are exact
-most of the time a quiet stretch is its normal and scores nothing.
+most of the time a quiet stretch is its normal and scores nothing.  It flags where the calm
+begins, not every reading while it lasts (``hold`` extends it), and calm readings are not
+learned.
 
 Each deviation z becomes a two-sided Gaussian tail probability p, its *surprise*
 S = -log10(p), and the score S / (S + 5) of the largest: 0.5 means a
@@ -74,6 +76,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +127,22 @@ def to_score(surprise: np.ndarray) -> np.ndarray:
     [0.0, 0.5, 0.8]
     """
     return surprise / (surprise + _HALF_SCORE_SURPRISE)
+
+
+@functools.lru_cache(maxsize=16)
+def _z_at(score: float) -> float:
+    """The deviation z whose one-sided surprise scores ``score`` (bisection, once per value).
+
+    >>> round(float(to_score(surprise(np.array([_z_at(0.5)])))[0]), 6)
+    0.5
+    """
+    if score >= 1.0:  # a threshold of 1: no score reaches it
+        return float("inf")
+    target, lo, hi = _HALF_SCORE_SURPRISE * score / (1.0 - score), 0.0, 100.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if surprise(np.array([mid]))[0] < target else (lo, mid)
+    return hi
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -212,10 +231,10 @@ class Scorer:
         z = np.empty((3, len(e)))
         np.divide(e, typical, out=z[0])  # e is |error|: both signs count
         z[1] = np.abs(short - c[MEAN_S]) / np.sqrt(np.maximum(c[VAR_S], floor))
-        # calm, one-sided: the misses' short average far below its usual range
-        z[2] = (c[CALM_MEAN] - calm_short) / np.sqrt(
-            np.maximum(np.maximum(c[CALM_VAR], calm_floor), 1e-300)
-        )
+        # calm, one-sided: the misses' short average far below its usual range; now and at
+        # the previous reading (calm flags its onset, not every reading while it lasts)
+        calm_sd = np.sqrt(np.maximum(np.maximum(c[CALM_VAR], calm_floor), 1e-300))
+        z[2] = (c[CALM_MEAN] - calm_short) / calm_sd
         bits = surprise(z)
         # |N(0,1)| exceeds e with probability 2 Q(e): the two-sided tests lose log10(2)
         miss = np.maximum(np.maximum(bits[0], bits[1]) - _LOG10_2, 0.0)
@@ -235,9 +254,13 @@ class Scorer:
             of_short = of_point = np.full(len(e), np.inf)
             novel = np.zeros_like(valid)
         # Calm (a stuck sensor, a flat-lined feed) is exempt from the gate: it is never a
-        # recurring big miss.
+        # recurring big miss.  It triggers where it begins, as a miss triggers where it is news.
         calm = np.where(ready, to_score(bits[2]), 0.0)
-        trigger |= ready & (calm >= self.threshold)
+        was_calm = (seen > max(self.warmup, _MIN_SEEN)) & (
+            c[CALM_MEAN] - c[CALM_SHORT] >= _z_at(self.threshold) * calm_sd
+        )
+        calm_on = ready & (calm >= self.threshold)
+        trigger |= calm_on & ~was_calm
         score = np.maximum(score, calm)
         if outside is not None:  # the envelope: a rule, exempt from the gate as well
             beyond = outside & warm  # also readings without a forecast (after a gap)
@@ -261,7 +284,8 @@ class Scorer:
         held = c[HOLD] > 0
         c[HOLD] = np.where(trigger, self.hold, np.maximum(c[HOLD] - valid, 0))
         flag = trigger | (held & valid)
-        learn = valid & (~trigger | self.learn_anomalies)
+        # a stuck stretch is flagged once, but is no more normal for that: not learned either
+        learn = valid & (~(trigger | calm_on) | self.learn_anomalies)
         n = seen + learn
         alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
         c[MEAN_L] += alpha * (np.log(e + _LOG_EPS) - c[MEAN_L])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamwatch.scoring import Scorer, surprise, to_score
+from streamwatch.scoring import CALM_MEAN, Scorer, surprise, to_score
 
 
 def _run(scorer: Scorer, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,13 +103,22 @@ def test_a_stuck_stream_is_flagged_by_the_calm_test() -> None:
     error = np.abs(rng.standard_normal(1500))
     raw = error * 3.0
     raw[1000:1200] = np.abs(rng.standard_normal(200)) * 0.03  # stuck: 1 % of the usual miss
-    scorer, stats = Scorer(warmup=300), Scorer.new_stats(1)
-    flags = np.array(
-        [scorer.update(stats, error[t : t + 1], raw[t : t + 1])[1][0] for t in range(1500)]
-    )
-    assert not flags[:1000].any()
-    assert flags[1000:1200].mean() > 0.8  # after a few readings, throughout
-    assert not flags[1000:1005].any()  # one small miss is not calm yet
+    runs, usual = {}, []
+    for hold in (0, 50):
+        scorer, stats = Scorer(warmup=300, hold=hold), Scorer.new_stats(1)
+        flags = []
+        for t in range(1500):
+            flags.append(scorer.update(stats, error[t : t + 1], raw[t : t + 1])[1][0])
+            if hold == 0 and t in (1050, 1199):
+                usual.append(stats[0, CALM_MEAN])
+        runs[hold] = np.array(flags)
+        assert not runs[hold][:1000].any()
+        assert not runs[hold][1000:1005].any()  # one small miss is not calm yet
+    # flagged where it begins, as misses are where they are news, not on every reading
+    assert 1 <= runs[0][1000:1200].sum() <= 3
+    assert runs[50][1000:1200].sum() >= 50  # hold keeps the episode flagged
+    # nor are the stuck readings learned once calm: the stream's usual misses stay its own
+    assert usual[0] == usual[1]
 
 
 def test_piecewise_constant_telemetry_is_not_calm_between_its_steps() -> None:
