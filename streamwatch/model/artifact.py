@@ -50,9 +50,14 @@ class ModelSpec:
 
     def envelopes(self) -> dict[str, np.ndarray]:
         """Per training stream, the range its targets spanned: (2, targets) float32, lo
-        then hi (``calibration.envelopes``; empty for models trained before it existed)."""
-        table = self.calibration.get("envelopes") or {}
-        return {k: np.asarray(v, np.float32) for k, v in table.items()}
+        then hi (``calibration.envelopes``; empty for models trained before it existed).
+        Converted once (a model may know a hundred thousand streams) and shared: read-only."""
+        if "_envelopes" not in self.__dict__:  # frozen: cache beside the fields
+            table = self.calibration.get("envelopes") or {}
+            stacked = _stack(table, len(self.targets)).astype(np.float32)
+            stacked.flags.writeable = False
+            self.__dict__["_envelopes"] = dict(zip(table, stacked, strict=True))
+        return self.__dict__["_envelopes"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,17 +148,36 @@ def _check_envelopes(where: str, spec: ModelSpec) -> None:
     table = spec.calibration.get("envelopes", {})
     if not isinstance(table, dict):
         raise ModelError(f"{where}: calibration.envelopes must map stream ids to ranges")
-    shape = (2, len(spec.targets))
-    for stream, bounds in table.items():
-        try:
-            arr = np.asarray(bounds, np.float64)
-        except (TypeError, ValueError):
-            arr = np.empty(0)
-        if arr.shape != shape or not np.isfinite(arr).all() or (arr[0] > arr[1]).any():
-            raise ModelError(
-                f"{where}: calibration.envelopes[{stream!r}] must be [[lo ...], [hi ...]] with "
-                f"{shape[1]} finite value(s) each, lo <= hi"
-            )
+    n_targets = len(spec.targets)
+    try:
+        stacked = _stack(table, n_targets)
+        bad = ~(np.isfinite(stacked).all(axis=(1, 2)) & (stacked[:, 0] <= stacked[:, 1]).all(1))
+    except (TypeError, ValueError):  # ragged or not numbers: find which, one by one
+        bad = np.array([_stack({k: v}, n_targets, strict=False) is None for k, v in table.items()])
+    if bad.any():
+        stream = list(table)[int(np.argmax(bad))]
+        raise ModelError(
+            f"{where}: calibration.envelopes[{stream!r}] must be [[lo ...], [hi ...]] with "
+            f"{n_targets} finite value(s) each, lo <= hi"
+        )
+
+
+def _stack(table: dict[str, Any], n_targets: int, strict: bool = True) -> Any:
+    """The ranges of ``table`` as one (streams, 2, targets) float64 array; with
+    ``strict=False``, None where a range is not numbers of that shape, finite, lo <= hi."""
+    if not table:
+        return np.empty((0, 2, n_targets))
+    try:
+        arr = np.asarray(list(table.values()), np.float64)
+        if arr.shape != (len(table), 2, n_targets):
+            raise ValueError(f"ranges of shape {arr.shape[1:]}")
+    except (TypeError, ValueError):
+        if strict:
+            raise
+        return None
+    if not strict and not (np.isfinite(arr).all() and (arr[:, 0] <= arr[:, 1]).all()):
+        return None
+    return arr
 
 
 def sha256_bytes(data: bytes) -> str:

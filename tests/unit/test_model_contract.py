@@ -187,8 +187,8 @@ def test_refuses_invalid_json(artifact: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [[[1.0], [0.0]], [[0.0]], [[0.0], [float("inf")]], "wide", [["a"], [1.0]]],
-    ids=["lo-above-hi", "one-row", "infinite", "not-a-range", "not-numbers"],
+    [[[1.0], [0.0]], [[0.0]], [[0.0], [float("inf")]], "wide", [["a"], [1.0]], [0.0, 1.0]],
+    ids=["lo-above-hi", "one-row", "infinite", "not-a-range", "not-numbers", "flat"],
 )
 def test_refuses_malformed_envelopes(artifact: Path, bad: object) -> None:
     meta = json.loads((artifact / "model.json").read_text())
