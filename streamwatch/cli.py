@@ -557,14 +557,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="scores CSV to write")
     rp.add_argument("--plot", help="PNG of readings, forecast band, score and flags")
     rp.add_argument("--plot-streams", type=int, default=6, help="streams to draw (default 6)")
-    rp.add_argument("--threshold", type=float, default=0.5, help="score in [0, 1] (0.5)")
-    rp.add_argument("--warmup", type=int, default=300, help="readings before flags (300)")
-    rp.add_argument("--short-alpha", type=float, default=0.1)
-    rp.add_argument("--long-window", type=int, default=2000)
+    from streamwatch.scoring import Scorer
+
+    d = Scorer()  # the defaults are the scorer's, as in the daemon's config
+    rp.add_argument(
+        "--threshold", type=float, default=d.threshold, help=f"score in [0, 1] ({d.threshold})"
+    )
+    rp.add_argument(
+        "--warmup", type=int, default=d.warmup, help=f"readings before flags ({d.warmup})"
+    )
+    rp.add_argument("--short-alpha", type=float, default=d.short_alpha)
+    rp.add_argument("--long-window", type=int, default=d.long_window)
     rp.add_argument(
         "--hold",
         type=int,
-        default=0,
+        default=d.hold,
         help="readings an episode stays flagged after its last trigger (default 0)",
     )
     rp.add_argument(
@@ -575,14 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--novelty",
         type=_fraction_or_off,
-        default=0.13,
+        default=d.novelty,
         help="a trigger's smoothed miss must beat the stream's recent peak by this fraction "
         "(default 0.13; 'off' flags on the score alone)",
     )
     rp.add_argument(
         "--envelope",
         type=_fraction_or_off,
-        default=None,
+        default=d.envelope,
         help="also flag readings beyond the stream's trained range by this share of its width, "
         "e.g. 0.05 (default off)",
     )
