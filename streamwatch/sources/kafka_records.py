@@ -19,7 +19,8 @@ from typing import Any
 from streamwatch.records import Record
 
 log = logging.getLogger("streamwatch")
-TESTED_MAJOR = "3."  # the fetcher internals below are those of kafka-python 3.0
+TESTED = "3.0."  # the fetcher internals below are those of kafka-python 3.0.x: other
+# versions (which may keep the names but change what they mean) get kafka-python's decoder
 
 
 class CorruptRecord(ValueError):
@@ -184,7 +185,7 @@ def install(consumer: Any) -> bool:
         )
         and hasattr(DefaultRecordBatch, "_maybe_uncompress")
     )
-    if not shaped or not kafka.__version__.startswith(TESTED_MAJOR):
+    if not shaped or not kafka.__version__.startswith(TESTED):
         log.info("kafka-python %s is not one the fast record path knows", kafka.__version__)
         return False
     if fetcher.config.get("key_deserializer") or fetcher.config.get("value_deserializer"):

@@ -100,3 +100,18 @@ def test_deserializers_keep_kafka_pythons_decoder(kafka_bootstrap: str) -> None:
         assert install(consumer) is False
     finally:
         consumer.close()
+
+
+def test_another_kafka_python_version_keeps_its_own_decoder(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kafka
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        monkeypatch.setattr(kafka, "__version__", "3.1.0")  # internals may differ: not ours
+        assert install(consumer) is False
+        monkeypatch.undo()
+        assert install(consumer) is True
+    finally:
+        consumer.close()
