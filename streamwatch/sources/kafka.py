@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import __version__ as kafka_version
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -77,7 +78,11 @@ class KafkaSource:
                 f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}", retriable=True
             ) from exc
         if not install_record_path(self.consumer):
-            log.info("reading records with kafka-python's own decoder (slower)")
+            log.info(
+                "reading records with kafka-python %s's own decoder (slower): the fast path "
+                "knows 3.0.x and no deserializers",
+                kafka_version,
+            )
         self._on_revoke: Callable[[set[Partition]], None] | None = None
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self._in_flight = False
