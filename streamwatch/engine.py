@@ -102,7 +102,7 @@ class Engine:
         self.n_targets = len(model.spec.targets)
         if (store.state_size, store.n_targets) != (model.spec.state_size, self.n_targets):
             raise ValueError("the state store is not shaped for this model")
-        store.envelopes = model.spec.envelopes()
+        store.set_envelopes(model.spec.envelopes())
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
@@ -112,7 +112,7 @@ class Engine:
         layout, features and targets are the same."""
         self.model = model
         self.normalizer = model.spec.normalization
-        self.store.envelopes = model.spec.envelopes()  # for new streams; others keep theirs
+        self.store.set_envelopes(model.spec.envelopes())
 
     def process(
         self,

@@ -129,6 +129,21 @@ class StateStore:
         self.envelope[slot] = np.nan
         self.last_ts[slot] = np.nan
 
+    def set_envelopes(self, table: dict[str, np.ndarray]) -> None:
+        """Take the trained ranges of the model being served (stream id -> (2, targets)):
+        streams that start from now on begin with theirs, and live streams swap the range
+        they had for the new model's, or none: after a reload the envelope test measures
+        against the model that now predicts, as for a stream that starts after it."""
+        self.envelopes = table
+        self.envelope[:] = np.nan
+        if not table:
+            return
+        ids = list(table)
+        slots = self.index.lookup(hashes(ids))
+        live = np.flatnonzero(slots >= 0)
+        if len(live):
+            self.envelope[slots[live]] = np.stack([table[ids[i]] for i in live.tolist()])
+
     def _release(self, slot: int) -> None:
         key = int(self.key[slot])
         if key:

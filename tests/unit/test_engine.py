@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,28 @@ def test_streams_the_model_was_trained_on_start_with_their_envelope(model_dir: P
     engine = Engine(model, store, Scorer(warmup=5, envelope=0.05))
     engine.process(["never-trained"], np.array([1e12]), now=1.0)
     assert np.isnan(store.envelope[store.slot("never-trained")]).all()
+
+
+def test_a_reloaded_model_brings_its_trained_ranges_to_live_streams(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    model = load_model(model_dir)
+    trained = model.spec.envelopes()
+    moved, dropped, later = sorted(trained)[:3]
+    store = StateStore.for_model(model.spec)
+    engine = Engine(model, store, Scorer(warmup=5, envelope=0.05))
+    engine.process([moved, dropped, "never-trained"], np.zeros(3), now=0.0)
+    # the same network, retrained ranges: one stream's range moves, one has none any more
+    meta = json.loads((model_dir / "model.json").read_text())
+    table = meta["calibration"]["envelopes"]
+    table[moved] = [[v + 100.0 for v in row] for row in table[moved]]
+    del table[dropped]
+    shutil.copytree(model_dir, tmp_path / "v2")
+    (tmp_path / "v2" / "model.json").write_text(json.dumps(meta))
+    engine.replace_model(load_model(tmp_path / "v2"))
+    assert store.envelope[store.slot(moved)].tolist() == (trained[moved] + 100.0).tolist()
+    assert np.isnan(store.envelope[store.slot(dropped)]).all()
+    assert np.isnan(store.envelope[store.slot("never-trained")]).all()
+    inside = trained[later].mean(axis=0)  # inside its range, which so stays where it is
+    engine.process([later], inside, now=1.0)  # a stream that starts after the reload
+    assert store.envelope[store.slot(later)].tolist() == trained[later].tolist()
