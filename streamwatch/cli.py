@@ -467,6 +467,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.shutdown()
         return 1
     daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health)
+    try:
+        daemon.check_outputs()
+    except SourceError as exc:
+        # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic.  Creating
+        # it (by hand or by a topic operator) fixes that without touching the config, and the
+        # supervisor's restart then succeeds, where systemd never restarts after a 78; a
+        # misspelt name costs no more than the unit's few restarts before its start limit.
+        log.error("%s", exc)
+        source.close()
+        sink.close()
+        server.shutdown()
+        return 1
     interrupts = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, Verdicts
-from streamwatch.errors import DecodeError, ModelError
+from streamwatch.errors import DecodeError, ModelError, SourceError
 from streamwatch.http import Health
 from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
@@ -110,6 +110,36 @@ class Daemon:
         self.metrics.model_info.info({"name": new.name, "version": new.version})
         log.info("reload: now serving model %s version %s", new.name, new.version)
         return True
+
+    def output_topics(self) -> dict[str, str]:
+        """Config key -> topic, for every topic the run loop may send to."""
+        o = self.cfg.outputs
+        keys = {"outputs.anomalies_topic": o.anomalies_topic}
+        if o.scores_topic:
+            keys["outputs.scores_topic"] = o.scores_topic
+        keys["outputs.dead_letter_topic"] = o.dead_letter_topic
+        return keys
+
+    def check_outputs(self) -> None:
+        """Raise SourceError, naming the config keys, if an output topic does not exist: found
+        now, before anything is consumed, rather than by the first send, which would block
+        for the producer's max_block_ms (60 s) and fail with a bare timeout."""
+        keys = self.output_topics()
+        missing = self.sink.missing_topics(set(keys.values()))
+        if not missing:
+            return
+        named = [f"{key}: topic {topic!r}" for key, topic in keys.items() if topic in missing]
+        does, it, other = (
+            ("does", "it", "an existing topic")
+            if len(named) == 1
+            else ("do", "them", "existing ones")
+        )
+        raise SourceError(
+            f"{', '.join(named)} {does} not exist on the broker, which did not create {it} on "
+            "request (auto.create.topics.enable=false, or no permission to create topics): "
+            f"create {it} or name {other}",
+            retriable=True,  # once the topic exists, a restart gets going
+        )
 
     def run(self, max_polls: int | None = None) -> None:
         self.running = True

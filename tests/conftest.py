@@ -60,6 +60,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def kafka_strict_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The plain listener of a second local broker that, like most production ones, does not
+    create topics on first use (auto.create.topics.enable=false).  Started (about 7 s) only
+    for the tests that ask for it, even when STREAMWATCH_KAFKA_BOOTSTRAP names the main one."""
+    broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka-strict"))
+    bootstrap = broker.start(overrides={"auto.create.topics.enable": "false"})
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
 def _listener(broker: dict[str, str], key: str) -> str:
     assert broker[key], f"set {_LISTENER_ENV[key]} with an external broker"
     return broker[key]
@@ -143,7 +156,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kafka_broker" in getattr(item, "fixturenames", ()):  # directly or through another
+        names = getattr(item, "fixturenames", ())  # directly or through another fixture
+        if "kafka_broker" in names or "kafka_strict_bootstrap" in names:
             item.add_marker(pytest.mark.kafka)
 
 

@@ -4,14 +4,18 @@
 Usage::
 
     python deploy/kafka/localkafka.py fetch            # resolve the broker jars with mvn (cached)
-    python deploy/kafka/localkafka.py start [--dir D]  # format, start, wait; prints bootstrap
+    python deploy/kafka/localkafka.py start [--dir D] [--override KEY=VALUE ...]
+                                                       # format, start, wait; prints bootstrap
     python deploy/kafka/localkafka.py status [--dir D]
     python deploy/kafka/localkafka.py stop [--dir D]
 
 The jars come from Maven Central through ``pom.xml`` beside this file and are cached in
 ``deploy/kafka/.cache/lib-<version>/`` (gitignored), reused when present.  The broker's state
 (config, data, log, pid, bootstrap address) lives in the run directory, ``deploy/kafka/.run``
-unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.
+unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.  ``--override KEY=VALUE`` (as
+Kafka's own ``kafka-server-start.sh`` takes it) sets a server property over the defaults
+written here, e.g. ``--override auto.create.topics.enable=false`` for a broker that, like most
+production ones, does not create topics on first use.
 
 Beside the plain listener (address in ``bootstrap``) it opens, each on its own free port with
 its address in a file of the run directory:
@@ -48,6 +52,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -306,8 +311,14 @@ class LocalKafka:
             lines.append(f"                  client-key-encrypted.pem ({CLIENT_KEY_PASSWORD})")
         return "\n".join(lines)
 
-    def start(self, port: int | None = None, timeout: float = 90.0) -> str:
-        """Start the broker unless it already runs; return its bootstrap address."""
+    def start(
+        self,
+        port: int | None = None,
+        timeout: float = 90.0,
+        overrides: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start the broker unless it already runs; return its bootstrap address.
+        ``overrides``: server properties set over the defaults (a running broker keeps its own)."""
         if self.pid() is not None and self.bootstrap():
             return self.bootstrap()  # type: ignore[return-value]
         lib = fetch()
@@ -319,7 +330,8 @@ class LocalKafka:
         if data.exists():
             shutil.rmtree(data)  # a fresh log dir every start: this is a scratch broker
         props = self.run_dir / "server.properties"
-        props.write_text(_server_properties(port, controller_port, ports, data, self.tls_dir))
+        text = _server_properties(port, controller_port, ports, data, self.tls_dir)
+        props.write_text(_override(text, overrides or {}))
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         classpath = f"{lib}/*"
@@ -420,6 +432,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _override(properties: str, overrides: Mapping[str, str]) -> str:
+    """``properties`` with each key of ``overrides`` set: in place where the key is there,
+    appended otherwise (one line per key, so the file says what the broker runs with)."""
+    left = dict(overrides)
+    lines = []
+    for line in properties.splitlines():
+        key = line.partition("=")[0]
+        lines.append(f"{key}={left.pop(key)}" if key in left else line)
+    lines.extend(f"{key}={value}" for key, value in left.items())
+    return "\n".join(lines) + "\n"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """argparse type of --override: KEY=VALUE."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
 def _server_properties(
     port: int, controller_port: int, ports: dict[str, int], data: Path, tls: Path
 ) -> str:
@@ -492,13 +524,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=None, help="listener port (default: a free one)"
     )
+    parser.add_argument(
+        "--override",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="start: set a server property over the defaults, e.g. "
+        "auto.create.topics.enable=false (repeatable)",
+    )
     args = parser.parse_args(argv)
     broker = LocalKafka(args.dir)
     try:
         if args.command == "fetch":
             print(fetch())
         elif args.command == "start":
-            print(broker.start(port=args.port))
+            print(broker.start(port=args.port, overrides=dict(args.override)))
         elif args.command == "stop":
             log("stopped" if broker.stop() else "not running")
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TextIO
 
@@ -41,6 +42,9 @@ class FileSink:
     def flush(self, timeout_s: float) -> None:
         self._out.flush()
         self._dead.flush()
+
+    def missing_topics(self, topics: Collection[str]) -> set[str]:
+        return set()  # topics are only labels here: every output goes to a file
 
     def close(self) -> None:
         self.flush(0)

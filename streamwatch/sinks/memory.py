@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from streamwatch.records import Outgoing
 
 
 class MemorySink:
-    def __init__(self) -> None:
+    def __init__(self, existing: Iterable[str] | None = None) -> None:
+        """``existing``: the topics the twin's broker has; None: any topic, as on a broker that
+        creates topics on first use."""
+        self.existing = None if existing is None else set(existing)
         self.pending: list[Outgoing] = []
         self.delivered: list[Outgoing] = []
         self.flushes = 0
@@ -24,6 +29,9 @@ class MemorySink:
 
     def topic(self, name: str) -> list[Outgoing]:
         return [m for m in self.delivered if m.topic == name]
+
+    def missing_topics(self, topics: Collection[str]) -> set[str]:
+        return set() if self.existing is None else set(topics) - self.existing
 
     def close(self) -> None:
         self.flush(0)

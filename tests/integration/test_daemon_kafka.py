@@ -562,3 +562,73 @@ def test_tls_refused_consumes_nothing_and_exits(
         assert all(consumer.committed(TopicPartition(topics["input"], p)) is None for p in range(3))
     finally:
         consumer.close()
+
+
+def test_missing_output_topic_fails_at_start_on_a_broker_without_auto_creation(
+    kafka_strict_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    """On a broker that does not create topics on first use, a daemon whose output topics do
+    not exist exits 1 at start, before consuming anything, with one line naming the config
+    keys and the topics: not after the producer's 60 s max_block_ms with a bare timeout.
+    Once the topics exist, the same config runs."""
+    bootstrap = kafka_strict_bootstrap
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topics["input"], 1, 1)])
+        admin.wait_for_topics([topics["input"]])
+    finally:
+        admin.close()
+    port, group = _free_port(), f"streamwatch-{tag}"
+    config = tmp_path / "strict.yaml"
+    config.write_text(
+        f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topics["input"]}]\n'
+        f"  group_id: {group}\n  poll_timeout_ms: 200\n"
+        f'model:\n  path: "{model_dir}"\nscoring:\n  threshold: 0.5\n  warmup: 100\n'
+        f"outputs:\n  anomalies_topic: {topics['anomalies']}\n"
+        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    )
+    readings = _readings(0, LENGTH)
+    _produce(bootstrap, topics["input"], readings)
+
+    started = time.monotonic()
+    daemon = _Daemon(config, tmp_path / "missing.log")
+    try:
+        code = daemon.proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        daemon.terminate()
+        raise AssertionError("the daemon kept running: " + daemon.output()) from None
+    took = time.monotonic() - started
+    output = daemon.output()
+    assert code == 1, output
+    assert took < 20, (took, output)  # a 5 s wait for the topics, plus the model's load
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    assert f"outputs.anomalies_topic: topic '{topics['anomalies']}'" in errors[0]
+    assert f"outputs.dead_letter_topic: topic '{topics['dead']}'" in errors[0]
+    assert "do not exist on the broker" in errors[0]
+    assert "auto.create.topics.enable=false" in errors[0]
+    assert "Traceback" not in output, output
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:  # nothing consumed, nothing committed
+        assert watcher.committed(TopicPartition(topics["input"], 0)) is None
+    finally:
+        watcher.close()
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topics["anomalies"], 1, 1), NewTopic(topics["dead"], 1, 1)])
+        admin.wait_for_topics([topics["anomalies"], topics["dead"]])
+    finally:
+        admin.close()
+    daemon = _Daemon(config, tmp_path / "present.log")
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", len(readings), timeout=60)
+        anomalies = _consume_all(bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    assert " ERROR " not in daemon.output(), daemon.output()
+    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
+    assert {(name, T0 + 300.0 * SPIKE_AT) for name in SPIKED} <= flagged, sorted(flagged)

@@ -22,8 +22,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_start_status_stop(tmp_path: Path) -> None:
     run_dir = str(tmp_path / "broker")
-    started = _run("start", "--dir", run_dir)
+    overrides = ["--override", "log.retention.hours=2", "--override", "message.max.bytes=2000000"]
+    started = _run("start", "--dir", run_dir, *overrides)
     assert started.returncode == 0, started.stderr
+    props = (tmp_path / "broker/server.properties").read_text().splitlines()
+    assert "log.retention.hours=2" in props and "log.retention.hours=24" not in props  # in place
+    assert props[-1] == "message.max.bytes=2000000"  # a key not there by default: appended
     bootstrap = started.stdout.strip()
     assert bootstrap.startswith("127.0.0.1:")
     try:
@@ -36,6 +40,12 @@ def test_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0
     assert "stopped" in stopped.stderr
     assert _run("status", "--dir", run_dir).stdout.strip() == "stopped"
+
+
+def test_override_needs_key_and_value() -> None:
+    refused = _run("start", "--override", "auto.create.topics.enable")
+    assert refused.returncode == 2
+    assert "'auto.create.topics.enable': expected KEY=VALUE" in refused.stderr
 
 
 def test_session_broker_answers(kafka_bootstrap: str) -> None:

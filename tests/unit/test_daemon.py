@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streamwatch.codec import MessageFormat
 from streamwatch.config import parse
 from streamwatch.daemon import Daemon
 from streamwatch.engine import Engine
+from streamwatch.errors import SourceError
 from streamwatch.metrics import Metrics
 from streamwatch.model import load_model
 from streamwatch.records import Record
@@ -128,6 +130,38 @@ def test_commit_happens_after_flush(model_dir: Path) -> None:
         pass
     assert sink.flushes >= 8
     assert daemon.source.committed[("in", 0)] == 200
+
+
+def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -> None:
+    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon.sink = MemorySink(existing={"in", "anomalies", "streamwatch-dead-letters"})
+    daemon.check_outputs()
+    daemon.sink = MemorySink()  # a broker that creates topics on first use
+    daemon.check_outputs()
+    daemon.sink = MemorySink(existing={"in", "streamwatch-dead-letters"})
+    with pytest.raises(SourceError) as caught:
+        daemon.check_outputs()
+    assert str(caught.value).startswith(
+        "outputs.anomalies_topic: topic 'anomalies' does not exist on the broker, which did not "
+        "create it on request (auto.create.topics.enable=false"
+    )
+    assert "dead_letter" not in str(caught.value)
+    assert caught.value.retriable  # the topic may be created: a restart may succeed
+    assert len(source.pending) == 10  # checked before anything is consumed
+
+    scores = parse(
+        {
+            "kafka": {"bootstrap_servers": "x", "input_topics": ["in"]},
+            "outputs": {"scores_topic": "scores"},
+        }
+    )
+    daemon.cfg, daemon.sink = scores, MemorySink(existing={"anomalies"})
+    with pytest.raises(SourceError) as caught:
+        daemon.check_outputs()
+    assert str(caught.value).startswith(
+        "outputs.scores_topic: topic 'scores', "
+        "outputs.dead_letter_topic: topic 'streamwatch-dead-letters' do not exist"
+    )
 
 
 def test_run_stops_and_closes(model_dir: Path) -> None:
