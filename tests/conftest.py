@@ -62,7 +62,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 @pytest.fixture(scope="session")
 def kafka_strict_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The plain listener of a second local broker that, like most production ones, does not
+    """The plain listener of a second local broker that, like many production ones, does not
     create topics on first use (auto.create.topics.enable=false).  Started (about 7 s) only
     for the tests that ask for it, even when STREAMWATCH_KAFKA_BOOTSTRAP names the main one."""
     broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka-strict"))
