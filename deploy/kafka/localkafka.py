@@ -14,7 +14,7 @@ The jars come from Maven Central through ``pom.xml`` beside this file and are ca
 (config, data, log, pid, bootstrap address) lives in the run directory, ``deploy/kafka/.run``
 unless ``--dir`` or ``STREAMWATCH_KAFKA_DIR`` says otherwise.  ``--override KEY=VALUE`` (as
 Kafka's own ``kafka-server-start.sh`` takes it) sets a server property over the defaults
-written here, e.g. ``--override auto.create.topics.enable=false`` for a broker that, like most
+written here, e.g. ``--override auto.create.topics.enable=false`` for a broker that, like many
 production ones, does not create topics on first use.
 
 Beside the plain listener (address in ``bootstrap``) it opens, each on its own free port with
