@@ -186,7 +186,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ScoringConfig:
     threshold: float = 0.5  # score in [0, 1]; 0.5 = a one-in-100,000 deviation
-    warmup: int = 300  # readings per stream before it can be flagged
+    warmup: int = 600  # readings per stream before it can be flagged
     short_alpha: float = 0.1
     long_window: int = 2000
     learn_anomalies: bool = False

@@ -153,7 +153,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Scorer:
     threshold: float = 0.5  # on the score; 0.5 = a one-in-100,000 deviation
-    warmup: int = 300  # scored readings per stream before it can be flagged
+    warmup: int = 600  # scored readings per stream before it can be flagged
     short_alpha: float = 0.1  # weight of a new log error in the collective test's average
     long_window: int = 2000  # readings of memory for the stream's error statistics
     learn_anomalies: bool = False  # do flagged readings update the statistics?

@@ -14,7 +14,7 @@ from streamwatch.codec import MessageFormat
 EXAMPLE = Path(__file__).resolve().parents[2] / "models/example"
 
 
-def _lines(n: int = 700, spike_at: int = 600) -> list[bytes]:
+def _lines(n: int = 900, spike_at: int = 800) -> list[bytes]:
     fmt = MessageFormat()
     out = []
     for i in range(n):
@@ -56,7 +56,7 @@ def test_file_in_verdicts_out_dead_letters_aside(tmp_path: Path) -> None:
     r = _run(_config(tmp_path))
     assert r.returncode == 0, r.stderr.decode()
     events = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert ("a", 1.7e9 + 300.0 * 600) in {(e["stream"], e["ts"]) for e in events}
+    assert ("a", 1.7e9 + 300.0 * 800) in {(e["stream"], e["ts"]) for e in events}
     assert all(e["anomaly"] for e in events)
     dead = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert [(d["dead_letter"], d["line"]) for d in dead] == [("bad_json", 6), ("bad_value", 10)]
