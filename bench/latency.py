@@ -195,6 +195,8 @@ def main() -> None:
                 f'model:\n  path: "{tmp / "model"}"\nscoring:\n  warmup: 10\n'
                 f"metrics:\n  host: 127.0.0.1\n  port: {port}\nlogging:\n  level: WARNING\n"
             )
+            # compiled before the consumers start, so that their clocks and the load line up
+            loadgen = _java_loadgen(tmp) if args.loadgen == "java" else []
             bare = daemon = None
             if args.only != "daemon":
                 bare = subprocess.Popen(
@@ -220,7 +222,7 @@ def main() -> None:
             if args.loadgen == "java":
                 gen = subprocess.Popen(
                     [
-                        *_java_loadgen(tmp),
+                        *loadgen,
                         bootstrap,
                         topic,
                         str(args.rate),
