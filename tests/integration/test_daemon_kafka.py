@@ -140,6 +140,14 @@ class _Daemon:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def exit_code(self, timeout: float) -> int:
+        """Wait for a daemon expected to stop by itself; fail, with its log, if it does not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate()
+            raise AssertionError("the daemon kept running: " + self.output()) from None
+
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> dict[str, str]:
@@ -543,11 +551,7 @@ def test_tls_refused_consumes_nothing_and_exits(
     _produce(kafka_bootstrap, topics["input"], _readings(0, 10))
     started = time.monotonic()
     daemon = _Daemon(config, tmp_path / "refused.log")
-    try:
-        code = daemon.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        daemon.terminate()
-        raise AssertionError("the daemon kept running: " + daemon.output()) from None
+    code = daemon.exit_code(timeout=60)
     output = daemon.output()
     assert code == 1, output
     assert time.monotonic() - started < 30  # the 3 s bootstrap timeout, plus the model's load
@@ -594,11 +598,7 @@ def test_missing_output_topic_fails_at_start_on_a_broker_without_auto_creation(
 
     started = time.monotonic()
     daemon = _Daemon(config, tmp_path / "missing.log")
-    try:
-        code = daemon.proc.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        daemon.terminate()
-        raise AssertionError("the daemon kept running: " + daemon.output()) from None
+    code = daemon.exit_code(timeout=45)
     took = time.monotonic() - started
     output = daemon.output()
     assert code == 1, output
