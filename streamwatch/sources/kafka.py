@@ -36,8 +36,10 @@ def check_extra_settings(cfg: KafkaConfig) -> None:
 class _Listener(ConsumerRebalanceListener):
     """kafka-python calls these on its IO thread, from inside ``poll`` or ``close``, where
     nothing may block.  Every batch's offsets were handed to an asynchronous commit before
-    the next poll, so only the revoked streams' state is left to drop.  Should that last
-    commit lose the race with the rebalance, the next owner replays one batch: at least once."""
+    the next poll, so only the revoked streams' state is left to drop, and the revoked
+    partitions' offsets: committed later, they would move the new owner's offsets back.
+    Should that last commit lose the race with the rebalance, the next owner replays one
+    batch: at least once."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -45,6 +47,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         parts = {(tp.topic, tp.partition) for tp in revoked}
         log.info("partitions revoked: %s", _names(parts))
+        self.source.forget(parts)
         if parts and self.source._on_revoke is not None:
             self.source._on_revoke(parts)
 
@@ -116,6 +119,12 @@ class KafkaSource:
         if isinstance(response, Exception):
             self._sent = {}  # send again with the next call
             log.warning("asynchronous offset commit failed (the next one covers it): %s", response)
+
+    def forget(self, parts: set[Partition]) -> None:
+        """Stop committing offsets for partitions this member no longer owns."""
+        for part in parts:
+            self._pending.pop(part, None)
+            self._sent.pop(part, None)
 
     def commit_sync(self) -> None:
         """Commit the latest offsets and wait for the broker (not from the IO thread)."""

@@ -1,0 +1,84 @@
+"""KafkaSource against the real broker: offsets across a rebalance."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.structs import TopicPartition
+
+from streamwatch.config import KafkaConfig
+from streamwatch.records import Record
+from streamwatch.sources.kafka import KafkaSource
+
+
+def _produce(bootstrap: str, topic: str, per_partition: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for p in (0, 1):
+        for i in range(per_partition):
+            producer.send(topic, value=b"%d" % i, partition=p)
+    producer.flush()
+    producer.close()
+
+
+def _next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
+
+
+def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) -> None:
+    """A member that gives up a partition in a rebalance must not commit that partition's
+    old offsets afterwards, or it moves the new owner's committed offsets back."""
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"source-{tag}", f"source-{tag}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    cfg = KafkaConfig(
+        kafka_bootstrap,
+        (topic,),
+        group_id=group,
+        consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": 500},
+    )
+    _produce(kafka_bootstrap, topic, 10)
+    a = KafkaSource(cfg)
+    b = None
+    try:
+        seen: list[Record] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 20 and time.monotonic() < deadline:
+            seen += a.poll(200)
+        assert len(seen) == 20
+        a.commit(_next_offsets(seen))
+        a.commit_sync()  # both partitions committed at 10 by a
+
+        b = KafkaSource(cfg)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both poll until the group has split the topic
+            assert not a.poll(100) and not b.poll(100)
+            if a.assignment() and b.assignment():
+                break
+        assert len(a.assignment()) == len(b.assignment()) == 1
+        ((_, mine),) = a.assignment()
+        ((_, theirs),) = b.assignment()
+
+        _produce(kafka_bootstrap, topic, 10)
+        got = {"a": [], "b": []}
+        deadline = time.monotonic() + 60
+        while (len(got["a"]) < 10 or len(got["b"]) < 10) and time.monotonic() < deadline:
+            got["a"] += a.poll(100)
+            got["b"] += b.poll(100)
+        b.commit(_next_offsets(got["b"]))
+        b.commit_sync()  # b's partition at 20
+        a.commit(_next_offsets(got["a"]))
+        a.commit_sync()  # a's at 20, and nothing about b's partition
+
+        check = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        committed = {p: check.committed(TopicPartition(topic, p)) for p in (mine, theirs)}
+        check.close()
+        assert committed == {mine: 20, theirs: 20}
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
