@@ -59,12 +59,13 @@ def main() -> None:
     # grid, over all channels side by side (a stream each): what the daemon would flag there.
     novelty = None if args.novelty == "off" else float(args.novelty)
     chans = sorted(labels)
-    lengths = [len(np.load(args.msl_dir / f"{c}_test.npy", mmap_mode="r")) for c in chans]
+    tests = {c: np.load(args.msl_dir / f"{c}_test.npy") for c in chans}
+    lengths = [len(tests[c]) for c in chans]
     length = max(lengths)
     x, mu, sd = (np.full((length, len(chans)), np.nan) for _ in range(3))
     for j, chan in enumerate(chans):
         model = load_model(args.work / "msl" / chan)
-        test = np.load(args.msl_dir / f"{chan}_test.npy")
+        test = tests[chan]
         ts = np.arange(len(test), dtype=np.float64)
         verdicts = replay(
             Engine(model, StateStore(model.spec.state_size), Scorer()),
