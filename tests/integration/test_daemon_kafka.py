@@ -439,6 +439,29 @@ def test_sasl_listener_with_the_password_from_the_environment(
     )
 
 
+def _run_until_flagged(
+    config: Path,
+    log: Path,
+    port: int,
+    bootstrap: str,
+    anomalies_topic: str,
+    n_readings: int,
+    env: dict[str, str] | None = None,
+) -> _Daemon:
+    """Run a daemon over readings already produced until it has consumed them and the injected
+    spikes are on the anomalies topic; stop it (exit 0) and return it, for its log."""
+    daemon = _Daemon(config, log, env=env)
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", n_readings, timeout=90)
+        anomalies = _consume_all(bootstrap, anomalies_topic, want=len(SPIKED), timeout=30)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
+    assert {(name, T0 + 300.0 * SPIKE_AT) for name in SPIKED} <= flagged, sorted(flagged)
+    return daemon
+
+
 def _tls_config(
     path: Path,
     bootstrap: str,
@@ -502,15 +525,9 @@ def test_tls_listeners_readings_in_anomalies_out(
     config = _tls_config(tmp_path / "tls.yaml", bootstrap, topics, model_dir, port, security)
     readings = _readings(0, LENGTH)
     _produce(kafka_bootstrap, topics["input"], readings)
-    daemon = _Daemon(config, tmp_path / "tls.log", env=env)
-    try:
-        _wait_metric(port, "streamwatch_records_consumed_total", len(readings), timeout=90)
-        anomalies = _consume_all(kafka_bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
-    finally:
-        code = daemon.terminate()
-    assert code == 0, daemon.output()
-    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
-    assert {(name, T0 + 300.0 * SPIKE_AT) for name in SPIKED} <= flagged, sorted(flagged)
+    daemon = _run_until_flagged(
+        config, tmp_path / "tls.log", port, kafka_bootstrap, topics["anomalies"], len(readings), env
+    )
     assert "streamwatch-secret" not in daemon.output()
     assert "streamwatch-key-secret" not in daemon.output()
 
@@ -628,13 +645,7 @@ def test_missing_output_topic_fails_at_start_on_a_broker_without_auto_creation(
         admin.wait_for_topics([topics["anomalies"], topics["dead"]])
     finally:
         admin.close()
-    daemon = _Daemon(config, tmp_path / "present.log")
-    try:
-        _wait_metric(port, "streamwatch_records_consumed_total", len(readings), timeout=60)
-        anomalies = _consume_all(bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
-    finally:
-        code = daemon.terminate()
-    assert code == 0, daemon.output()
+    daemon = _run_until_flagged(
+        config, tmp_path / "present.log", port, bootstrap, topics["anomalies"], len(readings)
+    )
     assert " ERROR " not in daemon.output(), daemon.output()
-    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
-    assert {(name, T0 + 300.0 * SPIKE_AT) for name in SPIKED} <= flagged, sorted(flagged)
