@@ -206,7 +206,8 @@ def main() -> int:
 
 
 def _labels(path: Path) -> dict[tuple[str, int], str]:
-    """(stream, ts) -> kind, for every labelled reading; the file appears once generated."""
+    """(stream, ts) -> kind, for every reading of a labelled event (the altered readings and
+    the return to normal after them); the file appears once generated."""
     for _ in range(100):
         if path.exists():
             break
@@ -215,8 +216,9 @@ def _labels(path: Path) -> dict[tuple[str, int], str]:
     step, start = data["spec"]["step_seconds"], data["spec"]["start"]
     out = {}
     for a in data["anomalies"]:
-        for i in range(a["start"], a["end"] + 1):
-            out[(a["stream"], int(start + step * i))] = a["kind"]
+        for i in range(a["start"], round((a["end_ts"] - start) / step) + 1):
+            kind = a["kind"] if i <= a["end"] else f"{a['kind']}: its return to normal"
+            out[(a["stream"], int(start + step * i))] = kind
     return out
 
 

@@ -526,7 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=int, default=600, help="no anomaly before this index")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", help="write a .csv or .jsonl file")
-    g.add_argument("--labels", help="write the anomaly labels as JSON")
+    g.add_argument(
+        "--labels",
+        help="write the anomaly labels as JSON: altered rows, and event windows as timestamps",
+    )
     g.add_argument("--kafka", metavar="BOOTSTRAP", help="produce the readings to Kafka")
     g.add_argument("--topic", default="readings")
     g.add_argument("--rate", type=float, default=0.0, help="messages per second (0: full speed)")

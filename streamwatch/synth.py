@@ -5,8 +5,9 @@ timestamps (sometimes with a second harmonic), a weaker weekend dip, a small lin
 Gaussian noise, AR(1) on about half the streams.  The noise std is 2-6 % of the daily
 amplitude, so normal behaviour is easy to forecast and anomalies, sized in units of that std,
 stand out.  Anomalies of one stream never overlap, keep ``_GAP`` normal steps between them and
-start no earlier than ``warmup``.  Values outside the labelled windows are bit for bit those of
-the same spec generated with ``anomalies_per_stream=0``.
+start no earlier than ``warmup``.  Values outside the altered readings are bit for bit those of
+the same spec generated with ``anomalies_per_stream=0``.  An anomaly's event, what labels
+count, is its altered readings and the reading where the stream snaps back (``Anomaly.window``).
 
 >>> data = generate(SynthSpec(n_streams=3, length=2016, seed=1))
 >>> data.values.shape, data.stream_ids
@@ -69,7 +70,20 @@ class Anomaly:
     stream: str
     kind: str
     start: int  # index into the stream, inclusive
-    end: int  # inclusive
+    end: int  # inclusive: the last altered reading
+
+    def window(self, length: int) -> tuple[int, int]:
+        """The event to count, inclusive: the altered readings and the first one after them.
+        There the stream snaps back to normal, a jump as large as the onset (spike, level
+        shift, stuck, drift), so a flag on it has seen the anomaly, late, and is no false
+        alarm.  Clamped to a series of ``length`` readings.
+
+        >>> Anomaly("s", "stuck", 700, 799).window(2000)
+        (700, 800)
+        >>> Anomaly("s", "spike", 1998, 1999).window(2000)  # the series ends
+        (1998, 1999)
+        """
+        return self.start, min(self.end + 1, length - 1)
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous; compare fields explicitly
@@ -274,13 +288,16 @@ def write_jsonl(data: SynthData, path: Path) -> None:
 
 
 def write_labels(data: SynthData, spec: SynthSpec, path: Path) -> None:
-    """The spec and every anomaly, with the timestamps of its first and last reading."""
+    """The spec and every anomaly: its altered rows (``start``, ``end``) and the timestamps of
+    its event window (``start_ts``, ``end_ts``, see ``Anomaly.window``), which is what
+    ``streamwatch evaluate`` counts."""
     ts = data.timestamps
+    windows = [a.window(len(ts)) for a in data.anomalies]
     doc: dict[str, Any] = {
         "spec": asdict(spec),
         "anomalies": [
-            {**asdict(a), "start_ts": float(ts[a.start]), "end_ts": float(ts[a.end])}
-            for a in data.anomalies
+            {**asdict(a), "start_ts": float(ts[lo]), "end_ts": float(ts[hi])}
+            for a, (lo, hi) in zip(data.anomalies, windows, strict=True)
         ],
     }
     Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
