@@ -189,7 +189,12 @@ def synthetic(
         figures[str(scorer.threshold)] = {
             "event": ev,
             "kinds": kinds,
-            "strict": {"tp": strict.tp, "fp": strict.fp, "fn": strict.fn, "f1": strict.f1},
+            "strict": {
+                "tp": strict.tp,
+                "fp": strict.fp,
+                "fn": strict.fn,
+                "f1": round(strict.f1, 4),
+            },
         }
         nab = result["nab"]
     for key, v in nab.items():  # type: ignore[attr-defined]
