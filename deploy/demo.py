@@ -136,6 +136,7 @@ def main() -> int:
         )
 
         labels = WORK / "live_labels.json"
+        labels.unlink(missing_ok=True)  # a former run's file would be read before it is rewritten
         producer_log = (WORK / "producer.log").open("wb")
         started.append(
             subprocess.Popen(
@@ -166,8 +167,9 @@ def main() -> int:
             topics["out"], bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
         )
         shown = 0
+        batch = consumer.poll(timeout_ms=500)
         while True:
-            for records in consumer.poll(timeout_ms=500).values():
+            for records in batch.values():
                 for r in records:
                     e = json.loads(r.value)
                     shown += 1
@@ -181,7 +183,11 @@ def main() -> int:
             if started[0].poll() is not None:
                 say(f"the daemon exited with {started[0].returncode}; see {WORK / 'daemon.log'}")
                 return 1
-            if started[1].poll() is not None and shown and consumer.poll(timeout_ms=3000) == {}:
+            # once the producer is done, a quiet spell means the output is all in; a poll that
+            # still returns records is shown on the next pass, not dropped
+            quiet = started[1].poll() is not None and shown
+            batch = consumer.poll(timeout_ms=3000 if quiet else 500)
+            if quiet and not batch:
                 say(
                     f"all readings streamed; {shown} anomalies flagged. Metrics stay up at "
                     f"http://127.0.0.1:{port}/metrics until Ctrl-C."
