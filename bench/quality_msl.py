@@ -146,8 +146,9 @@ def synthetic(
     # return a false alarm, is printed beside it.
     spans: dict[str, list[tuple[int, int]]] = {s: [] for s in test.stream_ids}
     altered: dict[str, list[tuple[int, int]]] = {s: [] for s in test.stream_ids}
-    for a in test.anomalies:
-        spans[a.stream].append(a.window(t))
+    windows = [a.window(t) for a in test.anomalies]
+    for a, w in zip(test.anomalies, windows, strict=True):
+        spans[a.stream].append(w)
         altered[a.stream].append((a.start, a.end))
     figures = {}
     print(
@@ -167,9 +168,9 @@ def synthetic(
         for s, f in zip(test.stream_ids, flags, strict=True):
             strict = strict + event_counts(f, altered[s])
         kinds: dict[str, list[int]] = {}
-        for a in test.anomalies:
-            f = flags[test.stream_ids.index(a.stream)]
-            lo, hi = a.window(t)
+        by_stream = dict(zip(test.stream_ids, flags, strict=True))
+        for a, (lo, hi) in zip(test.anomalies, windows, strict=True):
+            f = by_stream[a.stream]
             k = kinds.setdefault(a.kind, [0, 0, 0])
             k[0] += bool(f[lo : hi + 1].any())
             k[1] += bool(f[a.start : a.end + 1].any())
