@@ -15,6 +15,7 @@ from streamwatch.config import KafkaConfig
 from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
 from streamwatch.sources import Offsets, Partition
+from streamwatch.sources.kafka_join import install as install_join_fix
 from streamwatch.sources.kafka_records import install as install_record_path
 
 log = logging.getLogger("streamwatch")
@@ -84,6 +85,12 @@ class KafkaSource:
             log.info(
                 "reading records with kafka-python %s's own decoder (slower): the fast path "
                 "knows 3.0.x and no deserializers",
+                kafka_version,
+            )
+        if not install_join_fix(self.consumer):
+            log.info(
+                "kafka-python %s: its group join runs unpatched (the fix for a join that "
+                "finishes between polls knows 3.0.x)",
                 kafka_version,
             )
         self._on_revoke: Callable[[set[Partition]], None] | None = None

@@ -84,3 +84,44 @@ def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) 
         a.close()
         if b is not None:
             b.close()
+
+
+def test_a_join_that_finishes_between_polls_is_taken_not_thrown_away(
+    kafka_bootstrap: str,
+) -> None:
+    """kafka-python 3.0.x sends a new JoinGroup when its last one finished while nobody was
+    polling, dropping the assignment (kafka_join).  Here both members' joins finish while
+    neither polls; one short poll each must then take their assignments."""
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"join-{tag}", f"join-{tag}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    cfg = KafkaConfig(
+        kafka_bootstrap,
+        (topic,),
+        group_id=group,
+        consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": 300},
+    )
+    a = KafkaSource(cfg)
+    b = None
+    try:
+        deadline = time.monotonic() + 60
+        while len(a.assignment()) < 2 and time.monotonic() < deadline:
+            a.poll(100)
+        assert len(a.assignment()) == 2
+
+        b = KafkaSource(cfg)
+        for _ in range(15):  # b's JoinGroup goes out (two, the first asks for a member
+            b.poll(100)  # id); the broker holds it until a rejoins.  Meanwhile a's
+        # heartbeat (every 0.3 s, on its IO thread) hears of the rebalance.
+        a.poll(0)  # a's JoinGroup goes out: the rebalance completes on the IO threads
+        time.sleep(1.5)  # while neither member polls
+        a.poll(0)
+        b.poll(0)
+        mine, theirs = a.assignment(), b.assignment()
+        assert len(mine) == len(theirs) == 1 and mine != theirs
+    finally:
+        a.close()
+        if b is not None:
+            b.close()

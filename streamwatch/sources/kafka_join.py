@@ -1,0 +1,69 @@
+"""A fix for kafka-python 3.0.x's group join: a join that finishes between two polls is lost.
+
+kafka-python runs JoinGroup and SyncGroup as one task on its IO thread, and ``poll`` waits for
+that task only as long as its own timeout.  When the task finishes while nobody waits (the
+rebalance took longer than the poll, and the caller was busy, or polling another consumer),
+the next ``poll`` sees a finished task, takes it for a stale one and sends a new JoinGroup,
+dropping the assignment it had just been given.  The new JoinGroup starts another rebalance,
+the other members rejoin, and the same can happen again: we saw a group of two stay split
+wrongly for over a minute (one member still holding both partitions, the other one of them),
+and a daemon sit with no partitions for 90 s.
+
+Here the coordinator's ``join_group_async`` is wrapped, on one consumer instance: a join task
+that finished with success is shown to kafka-python's loop as still in flight, so that the
+loop awaits it (which returns at once) and completes the join with its assignment, as it
+does for a join that finishes inside a poll.  A join that failed is left alone: its error
+handlers already asked for a new join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+TESTED = "3.0."  # the coordinator internals below are those of kafka-python 3.0.x
+
+
+class _Finished:
+    """A finished join task that reports itself still in flight.  kafka-python's loop uses
+    only ``is_done``, the callbacks (through ``wait_for``) and ``await``."""
+
+    is_done = False
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+
+    def add_callback(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._task.add_callback(f, *args, **kwargs)  # a done Future calls f at once
+
+    def add_errback(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._task.add_errback(f, *args, **kwargs)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._task.__await__()
+
+
+def install(consumer: Any) -> bool:
+    """Wrap ``consumer``'s (a KafkaConsumer's) group join; False where kafka-python's
+    coordinator does not have the shape this fix knows."""
+    try:
+        import kafka
+    except ImportError:
+        return False
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    join: Any = getattr(coordinator, "join_group_async", None)
+    if (
+        not kafka.__version__.startswith(TESTED)
+        or join is None
+        or not hasattr(coordinator, "_join_task")
+    ):
+        return False
+
+    async def join_group_async(timeout_ms: int | None = None) -> bool:
+        task = coordinator._join_task
+        if task is not None and task.is_done and task.succeeded():
+            coordinator._join_task = _Finished(task)
+        return bool(await join(timeout_ms=timeout_ms))
+
+    coordinator.join_group_async = join_group_async
+    return True
