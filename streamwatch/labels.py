@@ -64,14 +64,25 @@ def _stream_timestamps(rows: Rows) -> dict[str, np.ndarray]:
 
 
 def _read_msl(path: Path, stamps: dict[str, np.ndarray]) -> dict[str, list[Span]]:
+    """A channel's labels go to the stream of that name, or to ``<chan_id>_test``: the name
+    ``replay`` gives the rows of ``<chan_id>_test.npy``, the dataset's own file name."""
     out: dict[str, list[Span]] = {name: [] for name in stamps}
+    matched = False
     with path.open(newline="", encoding="utf-8") as f:
         for lineno, row in enumerate(csv.DictReader(f), start=2):
             try:
-                stream, seqs = row["chan_id"], json.loads(row["anomaly_sequences"])
+                chan, seqs = row["chan_id"], json.loads(row["anomaly_sequences"])
             except (KeyError, json.JSONDecodeError):
                 raise LabelError(f"{path}:{lineno}: needs chan_id and anomaly_sequences") from None
-            if stream in out:
-                n = len(stamps[stream])
-                out[stream] = sorted((int(a), min(int(b), n - 1)) for a, b in seqs if a < n)
+            for stream in (chan, f"{chan}_test"):
+                if stream in out:
+                    matched = True
+                    n = len(stamps[stream])
+                    out[stream] = sorted((int(a), min(int(b), n - 1)) for a, b in seqs if a < n)
+    if not matched and out:
+        seen = ", ".join(sorted(out)[:5]) + (", ..." if len(out) > 5 else "")
+        raise LabelError(
+            f"{path}: no chan_id names a stream in the scores ({seen}); streams match a "
+            "chan_id C-1 when named C-1 or C-1_test"
+        )
     return out

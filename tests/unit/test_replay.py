@@ -113,10 +113,25 @@ def test_labels_from_timestamp_windows_and_msl_layout(
     msl.write_text('chan_id,anomaly_sequences\ns0001,"[[10, 20], [1400, 1600]]"\n')
     got = read_labels(msl, rows)
     assert got["s0001"] == [(10, 20), (1400, 1499)] and got["s0000"] == []
+    other = tmp_path / "other.csv"
+    other.write_text('chan_id,anomaly_sequences\nC-1,"[[10, 20]]"\n')
+    with pytest.raises(LabelError, match="no chan_id names a stream in the scores"):
+        read_labels(other, rows)
     bad = tmp_path / "bad.json"
     bad.write_text('{"anomalies": [{"stream": "s0001"}]}')
     with pytest.raises(LabelError, match=r"anomalies\[0\]"):
         read_labels(bad, rows)
+
+
+def test_msl_labels_find_the_stream_replay_names_after_the_test_file(tmp_path: Path) -> None:
+    """``replay --data C-1_test.npy`` names its stream C-1_test; the labels say C-1."""
+    arr = np.zeros((50, 3))
+    npy = tmp_path / "C-1_test.npy"
+    np.save(npy, arr)
+    rows = read_rows([npy], target=0)
+    msl = tmp_path / "labeled_anomalies.csv"
+    msl.write_text('chan_id,anomaly_sequences\nC-1,"[[10, 20]]"\nC-2,"[[1, 2]]"\n')
+    assert read_labels(msl, rows) == {"C-1_test": [(10, 20)]}
 
 
 def test_cli_replay_then_evaluate(labelled: tuple[Path, Path], tmp_path: Path) -> None:
