@@ -61,9 +61,14 @@ def install(consumer: Any) -> bool:
 
     async def join_group_async(timeout_ms: int | None = None) -> bool:
         task = coordinator._join_task
-        if task is not None and task.is_done and task.succeeded():
-            coordinator._join_task = _Finished(task)
-        return bool(await join(timeout_ms=timeout_ms))
+        if task is None or not task.is_done or not task.succeeded():
+            return bool(await join(timeout_ms=timeout_ms))
+        shown = coordinator._join_task = _Finished(task)
+        try:
+            return bool(await join(timeout_ms=timeout_ms))
+        finally:
+            if coordinator._join_task is shown:  # not taken (no rejoin was due): a later
+                coordinator._join_task = task  # join must not take this old result
 
     coordinator.join_group_async = join_group_async
     return True

@@ -66,3 +66,15 @@ def test_the_wrapper_takes_a_succeeded_join_and_leaves_a_failed_one() -> None:
     run(None)
     assert isinstance(seen[0], _Finished)
     assert seen[1:] == [failed, pending, None]
+
+
+def test_a_finished_join_that_is_not_taken_is_not_left_looking_in_flight() -> None:
+    async def join_group_async(timeout_ms: int | None = None) -> bool:
+        return True  # as kafka-python's loop when no rejoin is due: the task is not touched
+
+    task = _finished(b"old")
+    coordinator = SimpleNamespace(join_group_async=join_group_async, _join_task=task)
+    assert install(SimpleNamespace(_coordinator=coordinator))
+    with contextlib.suppress(StopIteration):
+        coordinator.join_group_async(timeout_ms=0).send(None)
+    assert coordinator._join_task is task
