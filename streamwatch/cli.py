@@ -503,6 +503,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         daemon.run()
+    except SourceError as exc:
+        # The broker failed a batch (outputs not acknowledged, or gone): its offsets were not
+        # committed, so the restart the supervisor makes replays it.  One line, no traceback.
+        log.error("%s", exc)
+        return 1
     finally:
         server.shutdown()
     return 0

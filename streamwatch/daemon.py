@@ -23,7 +23,7 @@ from streamwatch.http import Health
 from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.records import Outgoing, Record
-from streamwatch.sinks import Sink
+from streamwatch.sinks import DENIED, MISSING, Sink
 from streamwatch.sources import Offsets, Partition, Source
 
 log = logging.getLogger("streamwatch")
@@ -121,25 +121,41 @@ class Daemon:
         return keys
 
     def check_outputs(self) -> None:
-        """Raise SourceError, naming the config keys, if an output topic does not exist: found
-        now, before anything is consumed, rather than by the first send, which would block
-        for the producer's max_block_ms (60 s) and fail with a bare timeout."""
+        """Raise SourceError, naming the config keys, if an output topic does not exist or
+        may not be written to: found now, before anything is consumed, rather than by the
+        first send, which would block for the producer's max_block_ms (60 s) and fail with a
+        bare timeout, or fail its batch again and again."""
         keys = self.output_topics()
-        missing = self.sink.missing_topics(set(keys.values()))
-        if not missing:
-            return
-        named = [f"{key}: topic {topic!r}" for key, topic in keys.items() if topic in missing]
-        does, it, other = (
-            ("does", "it", "an existing topic")
-            if len(named) == 1
-            else ("do", "them", "existing ones")
-        )
-        raise SourceError(
-            f"{', '.join(named)} {does} not exist on the broker, which did not create {it} on "
-            "request (auto.create.topics.enable=false, or no permission to create topics): "
-            f"create {it} or name {other}",
-            retriable=True,  # once the topic exists, a restart gets going
-        )
+        problems = self.sink.unwritable_topics(set(keys.values()))
+        parts = []
+        for why, says, other in (
+            (
+                MISSING,
+                "{does} not exist on the broker, which did not create {it} on request "
+                "(auto.create.topics.enable=false, or no permission to create topics): "
+                "create {it} or name {other}",
+                ("an existing topic", "existing ones"),
+            ),
+            (
+                DENIED,
+                "{is_} not writable by this client: the broker's ACLs do not allow Write on "
+                "{it} to the daemon's principal: grant it or name {other}",
+                ("another topic", "others"),
+            ),
+        ):
+            named = [f"{k}: topic {t!r}" for k, t in keys.items() if problems.get(t) == why]
+            if named:
+                one = len(named) == 1
+                words = {
+                    "does": "does" if one else "do",
+                    "is_": "is" if one else "are",
+                    "it": "it" if one else "them",
+                    "other": other[0] if one else other[1],
+                }
+                parts.append(f"{', '.join(named)} {says.format(**words)}")
+        if parts:
+            # retriable: once the topic exists or the ACL is granted, a restart gets going
+            raise SourceError("; ".join(parts), retriable=True)
 
     def run(self, max_polls: int | None = None) -> None:
         self.running = True

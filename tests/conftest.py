@@ -73,6 +73,26 @@ def kafka_strict_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def kafka_acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A third local broker that enforces ACLs (KRaft's StandardAuthorizer, nothing allowed
+    without an ACL): its plain listener is a super user (anonymous) for setting ACLs up, its
+    SASL_PLAINTEXT listener (``sasl``) authenticates user streamwatch, whom the ACLs govern.
+    Started (about 7 s) only for the tests that ask for it."""
+    broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka-acl"))
+    plain = broker.start(
+        overrides={
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+    )
+    try:
+        yield {"plain": plain, "sasl": broker.sasl_bootstrap_file.read_text().strip()}
+    finally:
+        broker.stop()
+
+
 def _listener(broker: dict[str, str], key: str) -> str:
     assert broker[key], f"set {_LISTENER_ENV[key]} with an external broker"
     return broker[key]
@@ -157,7 +177,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())  # directly or through another fixture
-        if "kafka_broker" in names or "kafka_strict_bootstrap" in names:
+        if {"kafka_broker", "kafka_strict_bootstrap", "kafka_acl_broker"} & set(names):
             item.add_marker(pytest.mark.kafka)
 
 

@@ -7,6 +7,9 @@ from typing import Protocol
 
 from streamwatch.records import Outgoing
 
+MISSING = "missing"
+DENIED = "denied"
+
 
 class Sink(Protocol):
     def send(self, message: Outgoing) -> None: ...
@@ -16,9 +19,10 @@ class Sink(Protocol):
         failed (the caller must then not commit the offsets they came from)."""
         ...
 
-    def missing_topics(self, topics: Collection[str]) -> set[str]:
-        """The topics among ``topics`` that ``send`` cannot write to because they do not exist
-        and are not created on first use; checked once, before anything is consumed."""
+    def unwritable_topics(self, topics: Collection[str]) -> dict[str, str]:
+        """The topics among ``topics`` that ``send`` cannot write to, each with why: MISSING
+        (it does not exist and is not created on first use) or DENIED (the broker's ACLs do
+        not let this client write to it).  Checked once, before anything is consumed."""
         ...
 
     def close(self) -> None: ...

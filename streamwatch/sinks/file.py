@@ -43,8 +43,8 @@ class FileSink:
         self._out.flush()
         self._dead.flush()
 
-    def missing_topics(self, topics: Collection[str]) -> set[str]:
-        return set()  # topics are only labels here: every output goes to a file
+    def unwritable_topics(self, topics: Collection[str]) -> dict[str, str]:
+        return {}  # topics are only labels here: every output goes to a file
 
     def close(self) -> None:
         self.flush(0)

@@ -9,11 +9,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import __version__ as kafka_version
-from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from kafka.protocol.metadata import MetadataRequest
 
 from streamwatch.errors import SourceError
 from streamwatch.records import Outgoing
+from streamwatch.sinks import DENIED, MISSING
 
 log = logging.getLogger("streamwatch")
 
@@ -29,27 +30,42 @@ class KafkaSink:
         """``settings``: connection settings (KafkaConfig.client_settings); ``extra``: more
         kafka-python producer settings from the config."""
         self._settings, self._extra = settings, extra or {}
-        tuning = {"linger_ms": 5, "retries": 5, **self._extra}
-        try:
-            # acks from all in-sync replicas: offsets are committed only after these acks
-            self.producer = KafkaProducer(**tuning, **settings, acks="all")
-        except KafkaError as exc:
-            raise SourceError(
-                f"cannot connect to Kafka at {settings.get('bootstrap_servers')}: {exc}",
-                retriable=True,
-            ) from exc
+        self._producer: KafkaProducer | None = None
         self._futures: list = []
 
+    @property
+    def producer(self) -> KafkaProducer:
+        """Made on first use, after the daemon's start check: a producer asks the broker for
+        a producer id at once, and where the ACLs deny it that logs an error of its own
+        beside the check's clearer one."""
+        if self._producer is None:
+            tuning = {"linger_ms": 5, "retries": 5, **self._extra}
+            try:
+                # acks from all in-sync replicas: offsets are committed only after these acks
+                self._producer = KafkaProducer(**tuning, **self._settings, acks="all")
+            except KafkaError as exc:
+                raise SourceError(
+                    f"cannot connect to Kafka at {self._settings.get('bootstrap_servers')}: {exc}",
+                    retriable=True,
+                ) from exc
+        return self._producer
+
     def send(self, message: Outgoing) -> None:
-        self._futures.append(
-            self.producer.send(
+        try:
+            future = self.producer.send(
                 message.topic, value=message.value, key=message.key, headers=list(message.headers)
             )
-        )
+        except KafkaError as exc:  # e.g. the topic's metadata: not authorised, or timed out
+            raise SourceError(
+                f"cannot send to topic {message.topic!r}: {exc}", retriable=True
+            ) from exc
+        self._futures.append(future)
 
     def flush(self, timeout_s: float) -> None:
+        if self._producer is None:
+            return  # nothing sent yet
         try:
-            self.producer.flush(timeout=timeout_s)
+            self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise SourceError(f"producer flush failed: {exc}", retriable=True) from exc
         futures, self._futures = self._futures, []
@@ -61,12 +77,13 @@ class KafkaSink:
                 retriable=True,
             )
 
-    def missing_topics(
+    def unwritable_topics(
         self, topics: Collection[str], timeout_s: float = TOPIC_WAIT_SECONDS
-    ) -> set[str]:
+    ) -> dict[str, str]:
         """The topics among ``topics`` that the broker neither has nor creates within
-        ``timeout_s``.  Asked as the producer asks, with a metadata request that allows
-        auto-creation, so a broker that creates topics on first use creates them now."""
+        ``timeout_s`` (MISSING), or whose ACLs do not let this client write (DENIED).  Asked
+        as the producer asks, with a metadata request that allows auto-creation, so a broker
+        that creates topics on first use creates them now."""
         # A client of its own: the producer's network loop belongs to its sender thread, while
         # kafka-python's admin client serves requests made from the caller's thread.
         timeout_ms = max(int(timeout_s * 1000), 1)
@@ -89,7 +106,7 @@ class KafkaSink:
                     "is not shaped as 3.0's",
                     kafka_version,
                 )
-                return set()
+                return {}
             return _wait_for_topics(manager, set(topics), time.monotonic() + timeout_s)
         except KafkaError as exc:
             raise SourceError(
@@ -99,7 +116,8 @@ class KafkaSink:
             admin.close()
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        if self._producer is not None:
+            self._producer.close(timeout=10)
 
 
 # kafka.producer settings that apply to the topic check's admin client too (api_version,
@@ -107,33 +125,62 @@ class KafkaSink:
 _ADMIN_SETTINGS = frozenset(KafkaAdminClient.DEFAULT_CONFIG)
 
 
-def _wait_for_topics(manager: Any, topics: set[str], deadline: float) -> set[str]:
-    """The topics still unknown at ``deadline`` (time.monotonic()).  Kafka 4 answers
-    UNKNOWN_TOPIC_OR_PARTITION even to the request that starts an auto-creation, so an unknown
-    topic is asked about again until it appears or time is up."""
+def _wait_for_topics(manager: Any, topics: set[str], deadline: float) -> dict[str, str]:
+    """The topics still unknown at ``deadline`` (time.monotonic()), and those denied.  Kafka 4
+    answers UNKNOWN_TOPIC_OR_PARTITION even to the request that starts an auto-creation, so
+    an unknown topic is asked about again until it appears or time is up."""
+    denied: dict[str, str] = {}
     while True:
         left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
-        topics = _unknown_topics(manager, topics, left_ms)
+        found = _topic_problems(manager, topics, left_ms)
+        denied.update({t: why for t, why in found.items() if why == DENIED})
+        topics = {t for t, why in found.items() if why == MISSING}
         if not topics or time.monotonic() + TOPIC_RETRY_SECONDS > deadline:
-            return topics
+            return denied | dict.fromkeys(topics, MISSING)
         time.sleep(TOPIC_RETRY_SECONDS)
 
 
-def _unknown_topics(manager: Any, topics: set[str], timeout_ms: int) -> set[str]:
-    """The topics that one metadata request allowing auto-creation finds unknown."""
+_WRITE = 4  # the WRITE operation's code in a topic's authorised operations
+
+
+def _may_write(ops: Any) -> bool:
+    """From a metadata response's authorised operations: kafka-python 3.0 decodes the bit
+    field into a set of operation codes; a raw int is the field itself; None, or INT32_MIN,
+    means the broker did not say (then the send will tell)."""
+    if isinstance(ops, (set, frozenset)):
+        return _WRITE in ops
+    if isinstance(ops, int) and ops != -(2**31):
+        return bool(ops & (1 << _WRITE))
+    return True
+
+
+def _topic_problems(manager: Any, topics: set[str], timeout_ms: int) -> dict[str, str]:
+    """What one metadata request allowing auto-creation finds wrong with ``topics``.  A topic
+    the client may not even describe answers TOPIC_AUTHORIZATION_FAILED (whether it exists or
+    not, which the broker does not reveal); one it may describe but not write to comes back
+    without the WRITE bit in its authorised operations."""
     request = MetadataRequest(
         topics=[MetadataRequest.MetadataRequestTopic(name=t) for t in sorted(topics)],
         allow_auto_topic_creation=True,
         include_cluster_authorized_operations=False,
-        include_topic_authorized_operations=False,
+        include_topic_authorized_operations=True,
     )
 
     async def ask() -> Any:  # on the admin client's IO thread
         return await manager.wait_for(manager.send(request), timeout_ms)
 
     response = manager.run(ask)
-    unknown = UnknownTopicOrPartitionError.errno
-    return {t.name for t in response.topics if t.error_code == unknown}
+    out = {}
+    for t in response.topics:
+        # kafka-python names the schema's topic_authorized_operations authorized_operations
+        ops = getattr(t, "authorized_operations", getattr(t, "topic_authorized_operations", None))
+        if t.error_code == UnknownTopicOrPartitionError.errno:
+            out[t.name] = MISSING
+        elif t.error_code == TopicAuthorizationFailedError.errno or (
+            t.error_code == 0 and not _may_write(ops)
+        ):
+            out[t.name] = DENIED
+    return out
 
 
 def produce(

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from streamwatch.records import Outgoing
+from streamwatch.sinks import DENIED, MISSING
 
 
 class MemorySink:
-    def __init__(self, existing: Iterable[str] | None = None) -> None:
+    def __init__(self, existing: Iterable[str] | None = None, denied: Iterable[str] = ()) -> None:
         """``existing``: the topics the twin's broker has; None: any topic, as on a broker that
-        creates topics on first use."""
+        creates topics on first use.  ``denied``: topics its ACLs do not let us write to."""
         self.existing = None if existing is None else set(existing)
+        self.denied = set(denied)
         self.pending: list[Outgoing] = []
         self.delivered: list[Outgoing] = []
         self.flushes = 0
@@ -30,8 +32,11 @@ class MemorySink:
     def topic(self, name: str) -> list[Outgoing]:
         return [m for m in self.delivered if m.topic == name]
 
-    def missing_topics(self, topics: Collection[str]) -> set[str]:
-        return set() if self.existing is None else set(topics) - self.existing
+    def unwritable_topics(self, topics: Collection[str]) -> dict[str, str]:
+        out = {t: DENIED for t in topics if t in self.denied}
+        if self.existing is not None:
+            out.update({t: MISSING for t in topics if t not in self.existing and t not in out})
+        return out
 
     def close(self) -> None:
         self.flush(0)

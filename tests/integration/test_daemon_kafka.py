@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    NewTopic,
+    ResourcePattern,
+    ResourceType,
+)
 from kafka.structs import TopicPartition
 
 from streamwatch.codec import MessageFormat
@@ -116,6 +124,19 @@ def _wait_metric(port: int, name: str, at_least: float, timeout: float) -> float
             pass
         time.sleep(0.3)
     raise AssertionError(f"{name} stayed at {value}, wanted >= {at_least}")
+
+
+def _wait_ready(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:  # not serving yet, or 503 while it waits
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"/readyz on port {port} not ready in {timeout} s")
 
 
 class _Daemon:
@@ -437,6 +458,110 @@ def test_sasl_listener_with_the_password_from_the_environment(
     assert "kafka.sasl_password_env: environment variable 'SW_TEST_KAFKA_PASSWORD' is not set" in (
         missing.stderr
     )
+
+
+def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_key(
+    kafka_acl_broker: dict[str, str], model_dir: Path, tmp_path: Path
+) -> None:
+    """On a broker that enforces ACLs, a daemon whose principal may describe but not write
+    its anomalies topic, and may not even describe its dead-letter topic, exits 1 at start
+    with one line naming both config keys, the topics and the ACL, before consuming anything:
+    not by failing the first batch's send with a traceback.  Once Write is granted, the same
+    config runs."""
+    plain, sasl = kafka_acl_broker["plain"], kafka_acl_broker["sasl"]
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
+    group = f"streamwatch-{tag}"
+
+    def allow(resource: ResourceType, name: str, *ops: ACLOperation) -> list[ACL]:
+        pattern = ResourcePattern(resource, name, ACLResourcePatternType.LITERAL)
+        return [ACL("User:streamwatch", "*", op, ACLPermissionType.ALLOW, pattern) for op in ops]
+
+    admin = KafkaAdminClient(bootstrap_servers=plain)
+    try:
+        admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
+        admin.wait_for_topics(list(topics.values()))
+        granted = admin.create_acls(
+            allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
+            + allow(ResourceType.GROUP, group, ACLOperation.READ)
+            + allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE)
+        )
+        assert not granted["failed"], granted
+    finally:
+        admin.close()
+    port = _free_port()
+    config = tmp_path / "acl.yaml"
+    config.write_text(
+        f'kafka:\n  bootstrap_servers: "{sasl}"\n  input_topics: [{topics["input"]}]\n'
+        f"  group_id: {group}\n  poll_timeout_ms: 200\n  security_protocol: SASL_PLAINTEXT\n"
+        "  sasl_mechanism: PLAIN\n  sasl_username: streamwatch\n"
+        "  sasl_password_env: SW_TEST_KAFKA_PASSWORD\n"
+        f'model:\n  path: "{model_dir}"\nscoring:\n  threshold: 0.5\n  warmup: 100\n'
+        f"outputs:\n  anomalies_topic: {topics['anomalies']}\n"
+        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    )
+    env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
+    readings = _readings(0, LENGTH)
+    _produce(plain, topics["input"], readings)
+
+    daemon = _Daemon(config, tmp_path / "denied.log", env=env)
+    code = daemon.exit_code(timeout=45)
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    assert (
+        f"outputs.anomalies_topic: topic '{topics['anomalies']}', outputs.dead_letter_topic: "
+        f"topic '{topics['dead']}' are not writable by this client: the broker's ACLs do not "
+        "allow Write on them" in errors[0]
+    ), output
+    assert "Traceback" not in output, output
+    watcher = KafkaConsumer(bootstrap_servers=plain, group_id=group, enable_auto_commit=False)
+    try:  # nothing consumed, nothing committed
+        assert watcher.committed(TopicPartition(topics["input"], 0)) is None
+    finally:
+        watcher.close()
+
+    admin = KafkaAdminClient(bootstrap_servers=plain)
+    try:
+        granted = admin.create_acls(
+            allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+            + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE)
+        )
+        assert not granted["failed"], granted
+    finally:
+        admin.close()
+    daemon = _run_until_flagged(
+        config, tmp_path / "granted.log", port, plain, topics["anomalies"], len(readings), env
+    )
+    assert " ERROR " not in daemon.output(), daemon.output()
+
+    # Write revoked while it runs: the batch whose dead letters are refused is not committed,
+    # and the daemon exits 1 with one line, for its supervisor to restart it.
+    daemon = _Daemon(config, tmp_path / "revoked.log", env=env)
+    try:
+        _wait_ready(port, timeout=60)  # past the start check, partitions assigned
+        admin = KafkaAdminClient(bootstrap_servers=plain)
+        try:
+            admin.delete_acls(allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE))
+        finally:
+            admin.close()
+        _produce(plain, topics["input"], BAD)
+        code = daemon.exit_code(timeout=60)
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.terminate()
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert errors and f"{topics['dead']}" in errors[-1], output
+    assert "TopicAuthorizationFailedError" in errors[-1], output
+    assert "Traceback" not in output, output
+    watcher = KafkaConsumer(bootstrap_servers=plain, group_id=group, enable_auto_commit=False)
+    try:  # the readings committed, the refused bad messages not
+        assert watcher.committed(TopicPartition(topics["input"], 0)) == len(readings)
+    finally:
+        watcher.close()
 
 
 def _run_until_flagged(

@@ -164,6 +164,26 @@ def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -
     )
 
 
+def test_output_topics_the_acls_deny_are_named_apart_from_missing_ones(model_dir: Path) -> None:
+    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon.sink = MemorySink(existing={"streamwatch-dead-letters"}, denied={"anomalies"})
+    with pytest.raises(SourceError) as caught:
+        daemon.check_outputs()
+    assert str(caught.value) == (
+        "outputs.anomalies_topic: topic 'anomalies' is not writable by this client: the "
+        "broker's ACLs do not allow Write on it to the daemon's principal: grant it or name "
+        "another topic"
+    )
+    daemon.sink = MemorySink(existing={"anomalies"}, denied={"anomalies"})
+    with pytest.raises(SourceError) as caught:
+        daemon.check_outputs()
+    message = str(caught.value)
+    assert message.startswith("outputs.dead_letter_topic: topic 'streamwatch-dead-letters' does")
+    assert "; outputs.anomalies_topic: topic 'anomalies' is not writable" in message
+    assert "\n" not in message and caught.value.retriable
+    assert len(source.pending) == 10
+
+
 def test_run_stops_and_closes(model_dir: Path) -> None:
     daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
     daemon.run(max_polls=5)
