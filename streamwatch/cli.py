@@ -468,10 +468,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health)
     try:
-        daemon.check_outputs()
+        daemon.check_topics()
     except SourceError as exc:
-        # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic.  Creating
-        # it (by hand or by a topic operator) fixes that without touching the config, and the
+        # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic or an ACL.
+        # Creating it (by hand or by an operator) fixes that without touching the config, and the
         # supervisor's restart then succeeds, where systemd never restarts after a 78; a
         # misspelt name costs no more than the unit's few restarts before its start limit.
         log.error("%s", exc)

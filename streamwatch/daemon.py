@@ -120,30 +120,38 @@ class Daemon:
         keys["outputs.dead_letter_topic"] = o.dead_letter_topic
         return keys
 
-    def check_outputs(self) -> None:
-        """Raise SourceError, naming the config keys, if an output topic does not exist or
-        may not be written to: found now, before anything is consumed, rather than by the
-        first send, which would block for the producer's max_block_ms (60 s) and fail with a
-        bare timeout, or fail its batch again and again."""
-        keys = self.output_topics()
-        problems = self.sink.unwritable_topics(set(keys.values()))
+    def check_topics(self) -> None:
+        """Raise SourceError, naming the config keys, if an input topic may not be read, or an
+        output topic does not exist or may not be written to: found now, before anything is
+        consumed, rather than by a consumer that sits with no partitions, or by the first
+        send, which would block for the producer's max_block_ms (60 s) and fail with a bare
+        timeout, or fail its batch."""
+        outputs = self.output_topics()
+        problems = self.sink.unwritable_topics(set(outputs.values()))
+        inputs = self.source.unreadable_topics()
+        named_inputs = [f"kafka.input_topics: topic {t!r}" for t in inputs]
         parts = []
-        for why, says, other in (
+        for named, says, other in (
             (
-                MISSING,
+                named_inputs,
+                "{is_} not readable by this client: the broker's ACLs do not allow Read on "
+                "{it} to the daemon's principal: grant it or name {other}",
+                ("another topic", "others"),
+            ),
+            (
+                [f"{k}: topic {t!r}" for k, t in outputs.items() if problems.get(t) == MISSING],
                 "{does} not exist on the broker, which did not create {it} on request "
                 "(auto.create.topics.enable=false, or no permission to create topics): "
                 "create {it} or name {other}",
                 ("an existing topic", "existing ones"),
             ),
             (
-                DENIED,
+                [f"{k}: topic {t!r}" for k, t in outputs.items() if problems.get(t) == DENIED],
                 "{is_} not writable by this client: the broker's ACLs do not allow Write on "
                 "{it} to the daemon's principal: grant it or name {other}",
                 ("another topic", "others"),
             ),
         ):
-            named = [f"{k}: topic {t!r}" for k, t in keys.items() if problems.get(t) == why]
             if named:
                 one = len(named) == 1
                 words = {

@@ -84,84 +84,97 @@ class KafkaSink:
         ``timeout_s`` (MISSING), or whose ACLs do not let this client write (DENIED).  Asked
         as the producer asks, with a metadata request that allows auto-creation, so a broker
         that creates topics on first use creates them now."""
-        # A client of its own: the producer's network loop belongs to its sender thread, while
-        # kafka-python's admin client serves requests made from the caller's thread.
-        timeout_ms = max(int(timeout_s * 1000), 1)
-        settings = {k: v for k, v in self._extra.items() if k in _ADMIN_SETTINGS}
-        settings.update(
-            self._settings, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
-        )
-        try:
-            admin = KafkaAdminClient(**settings)
-        except KafkaError as exc:
-            raise SourceError(
-                f"cannot connect to Kafka at {self._settings.get('bootstrap_servers')}: {exc}",
-                retriable=True,
-            ) from exc
-        try:
-            manager = getattr(admin, "_manager", None)
-            if not all(hasattr(manager, name) for name in ("run", "send", "wait_for")):
-                log.info(
-                    "not checking that the output topics exist: kafka-python %s's admin client "
-                    "is not shaped as 3.0's",
-                    kafka_version,
-                )
-                return {}
-            return _wait_for_topics(manager, set(topics), time.monotonic() + timeout_s)
-        except KafkaError as exc:
-            raise SourceError(
-                f"cannot read the output topics' metadata: {exc}", retriable=True
-            ) from exc
-        finally:
-            admin.close()
+        settings = admin_settings(self._settings, self._extra)
+        return topic_access(settings, topics, WRITE, create=True, timeout_s=timeout_s)
 
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=10)
 
 
-# kafka.producer settings that apply to the topic check's admin client too (api_version,
-# socket options, backoffs); its own timeouts are the check's
+# kafka.producer / kafka.consumer settings that apply to the topic check's admin client too
+# (api_version, socket options, backoffs); its own timeouts are the check's
 _ADMIN_SETTINGS = frozenset(KafkaAdminClient.DEFAULT_CONFIG)
 
-
-def _wait_for_topics(manager: Any, topics: set[str], deadline: float) -> dict[str, str]:
-    """The topics still unknown at ``deadline`` (time.monotonic()), and those denied.  Kafka 4
-    answers UNKNOWN_TOPIC_OR_PARTITION even to the request that starts an auto-creation, so
-    an unknown topic is asked about again until it appears or time is up."""
-    denied: dict[str, str] = {}
-    while True:
-        left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
-        found = _topic_problems(manager, topics, left_ms)
-        denied.update({t: why for t, why in found.items() if why == DENIED})
-        topics = {t for t, why in found.items() if why == MISSING}
-        if not topics or time.monotonic() + TOPIC_RETRY_SECONDS > deadline:
-            return denied | dict.fromkeys(topics, MISSING)
-        time.sleep(TOPIC_RETRY_SECONDS)
+READ, WRITE = 3, 4  # the operations' codes in a topic's authorised operations
 
 
-_WRITE = 4  # the WRITE operation's code in a topic's authorised operations
+def admin_settings(connection: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Settings for a check's admin client: the connection settings, and those of a client's
+    ``extra`` settings (kafka.consumer or kafka.producer) that an admin client knows."""
+    return {**{k: v for k, v in extra.items() if k in _ADMIN_SETTINGS}, **connection}
 
 
-def _may_write(ops: Any) -> bool:
+def topic_access(
+    settings: dict[str, Any],
+    topics: Collection[str],
+    operation: int,
+    create: bool,
+    timeout_s: float = TOPIC_WAIT_SECONDS,
+) -> dict[str, str]:
+    """Which of ``topics`` this client cannot use for ``operation`` (READ or WRITE), and why:
+    MISSING (unknown to the broker; with ``create``, still unknown after ``timeout_s`` of
+    asking with auto-creation allowed, as a producer asks) or DENIED (the ACLs do not allow
+    it).  ``settings``: kafka-python settings for an admin client of its own (a consumer's or
+    producer's network loop belongs to its own thread); see ``admin_settings``."""
+    timeout_ms = max(int(timeout_s * 1000), 1)
+    settings = {**settings, "bootstrap_timeout_ms": timeout_ms, "request_timeout_ms": timeout_ms}
+    try:
+        admin = KafkaAdminClient(**settings)
+    except KafkaError as exc:
+        raise SourceError(
+            f"cannot connect to Kafka at {settings.get('bootstrap_servers')}: {exc}",
+            retriable=True,
+        ) from exc
+    try:
+        manager = getattr(admin, "_manager", None)
+        if not all(hasattr(manager, name) for name in ("run", "send", "wait_for")):
+            log.info(
+                "not checking the topics %s: kafka-python %s's admin client is not shaped as 3.0's",
+                ", ".join(sorted(topics)),
+                kafka_version,
+            )
+            return {}
+        deadline = time.monotonic() + timeout_s
+        left, found = set(topics), {}
+        while True:
+            ask_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+            found.update(_topic_problems(manager, left, ask_ms, operation, create))
+            left = {t for t in left if found.get(t) == MISSING}
+            if not create or not left or time.monotonic() + TOPIC_RETRY_SECONDS > deadline:
+                return found
+            # Kafka 4 answers UNKNOWN_TOPIC_OR_PARTITION even to the request that starts an
+            # auto-creation, so an unknown topic is asked about again until it appears
+            time.sleep(TOPIC_RETRY_SECONDS)
+            for t in left:
+                del found[t]
+    except KafkaError as exc:
+        raise SourceError(f"cannot read the topics' metadata: {exc}", retriable=True) from exc
+    finally:
+        admin.close()
+
+
+def _allowed(ops: Any, operation: int) -> bool:
     """From a metadata response's authorised operations: kafka-python 3.0 decodes the bit
     field into a set of operation codes; a raw int is the field itself; None, or INT32_MIN,
-    means the broker did not say (then the send will tell)."""
+    means the broker did not say (then the first fetch or send will tell)."""
     if isinstance(ops, (set, frozenset)):
-        return _WRITE in ops
+        return operation in ops
     if isinstance(ops, int) and ops != -(2**31):
-        return bool(ops & (1 << _WRITE))
+        return bool(ops & (1 << operation))
     return True
 
 
-def _topic_problems(manager: Any, topics: set[str], timeout_ms: int) -> dict[str, str]:
-    """What one metadata request allowing auto-creation finds wrong with ``topics``.  A topic
-    the client may not even describe answers TOPIC_AUTHORIZATION_FAILED (whether it exists or
-    not, which the broker does not reveal); one it may describe but not write to comes back
-    without the WRITE bit in its authorised operations."""
+def _topic_problems(
+    manager: Any, topics: set[str], timeout_ms: int, operation: int, create: bool
+) -> dict[str, str]:
+    """What one metadata request finds wrong with ``topics``.  A topic the client may not even
+    describe answers TOPIC_AUTHORIZATION_FAILED (whether it exists or not, which the broker
+    does not reveal); one it may describe but not use comes back without ``operation`` among
+    its authorised operations."""
     request = MetadataRequest(
         topics=[MetadataRequest.MetadataRequestTopic(name=t) for t in sorted(topics)],
-        allow_auto_topic_creation=True,
+        allow_auto_topic_creation=create,
         include_cluster_authorized_operations=False,
         include_topic_authorized_operations=True,
     )
@@ -177,7 +190,7 @@ def _topic_problems(manager: Any, topics: set[str], timeout_ms: int) -> dict[str
         if t.error_code == UnknownTopicOrPartitionError.errno:
             out[t.name] = MISSING
         elif t.error_code == TopicAuthorizationFailedError.errno or (
-            t.error_code == 0 and not _may_write(ops)
+            t.error_code == 0 and not _allowed(ops, operation)
         ):
             out[t.name] = DENIED
     return out

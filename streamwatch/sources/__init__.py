@@ -23,6 +23,11 @@ class Source(Protocol):
         from inside ``poll``, so never in the middle of a batch."""
         ...
 
+    def unreadable_topics(self) -> dict[str, str]:
+        """The input topics this client may not read (each with why, DENIED: the broker's
+        ACLs), checked once before anything is consumed; a missing one is waited for."""
+        ...
+
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, where known."""
         ...

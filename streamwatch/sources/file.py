@@ -69,6 +69,9 @@ class FileSource:
     def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
         pass  # a file is never taken away
 
+    def unreadable_topics(self) -> dict[str, str]:
+        return {}  # a file, not topics
+
     def lag(self) -> dict[Partition, int]:
         return {}
 

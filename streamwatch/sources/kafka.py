@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import __version__ as kafka_version
-from kafka.errors import KafkaError
+from kafka.errors import GroupAuthorizationFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamwatch.config import KafkaConfig
 from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
+from streamwatch.sinks import DENIED
+from streamwatch.sinks.kafka import READ, TOPIC_WAIT_SECONDS, admin_settings, topic_access
 from streamwatch.sources import Offsets, Partition
 from streamwatch.sources.kafka_join import install as install_join_fix
 from streamwatch.sources.kafka_records import install as install_record_path
@@ -100,7 +102,19 @@ class KafkaSource:
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        try:
+            batches = self.consumer.poll(
+                timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records
+            )
+        except GroupAuthorizationFailedError as exc:
+            raise SourceError(
+                f"kafka.group_id: group {self.cfg.group_id!r} is not usable by this client: the "
+                "broker's ACLs do not allow Read on it to the daemon's principal: grant it or "
+                f"name another group ({exc})",
+                retriable=True,  # once the ACL is granted, a restart gets going
+            ) from exc
+        except KafkaError as exc:  # what kafka-python does not retry itself
+            raise SourceError(f"consuming failed: {exc}", retriable=True) from exc
         out: list[Record] = []
         for records in batches.values():
             # Records already (kafka_records), or kafka-python's ConsumerRecords, which have
@@ -137,6 +151,16 @@ class KafkaSource:
         """Commit the latest offsets and wait for the broker (not from the IO thread)."""
         if self._pending:
             self.consumer.commit(_kafka_offsets(self._pending))
+
+    def unreadable_topics(self, timeout_s: float = TOPIC_WAIT_SECONDS) -> dict[str, str]:
+        """Input topics the ACLs do not let this client read.  Without this check the consumer
+        would sit with no partitions, kafka-python logging once that a topic is not
+        authorised, and the daemon waiting for partitions forever."""
+        settings = admin_settings(self.cfg.client_settings(os.environ), self.cfg.consumer)
+        found = topic_access(
+            settings, self.cfg.input_topics, READ, create=False, timeout_s=timeout_s
+        )
+        return {t: why for t, why in found.items() if why == DENIED}
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from streamwatch.records import Record
+from streamwatch.sinks import DENIED
 from streamwatch.sources import Offsets, Partition
 
 
 class MemorySource:
-    def __init__(self, records: Iterable[Record], batch_size: int = 500) -> None:
+    def __init__(
+        self, records: Iterable[Record], batch_size: int = 500, denied: Iterable[str] = ()
+    ) -> None:
+        """``denied``: input topics the twin's ACLs do not let us read."""
+        self.denied = set(denied)
         self.pending = list(records)
         self.batch_size = batch_size
         self._left: dict[Partition, int] = {}
@@ -30,6 +35,9 @@ class MemorySource:
 
     def assignment(self) -> set[tuple[str, int]]:
         return set(self._left)
+
+    def unreadable_topics(self) -> dict[str, str]:
+        return dict.fromkeys(sorted(self.denied), DENIED)
 
     def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
         self._on_revoke = callback

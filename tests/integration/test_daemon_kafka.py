@@ -460,6 +460,97 @@ def test_sasl_listener_with_the_password_from_the_environment(
     )
 
 
+def allow(resource: ResourceType, name: str, *ops: ACLOperation) -> list[ACL]:
+    """ACLs that let user streamwatch (the ACL broker's SASL user) do ``ops`` on a resource."""
+    pattern = ResourcePattern(resource, name, ACLResourcePatternType.LITERAL)
+    return [ACL("User:streamwatch", "*", op, ACLPermissionType.ALLOW, pattern) for op in ops]
+
+
+def _acl_setup(plain: str, topics: dict[str, str], acls: list[ACL]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=plain)
+    try:
+        if topics:
+            admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
+            admin.wait_for_topics(list(topics.values()))
+        granted = admin.create_acls(acls)
+        assert not granted["failed"], granted
+    finally:
+        admin.close()
+
+
+def _acl_config(
+    path: Path, sasl: str, topics: dict[str, str], group: str, model_dir: Path, port: int
+) -> Path:
+    path.write_text(
+        f'kafka:\n  bootstrap_servers: "{sasl}"\n  input_topics: [{topics["input"]}]\n'
+        f"  group_id: {group}\n  poll_timeout_ms: 200\n  security_protocol: SASL_PLAINTEXT\n"
+        "  sasl_mechanism: PLAIN\n  sasl_username: streamwatch\n"
+        "  sasl_password_env: SW_TEST_KAFKA_PASSWORD\n"
+        f'model:\n  path: "{model_dir}"\nscoring:\n  threshold: 0.5\n  warmup: 100\n'
+        f"outputs:\n  anomalies_topic: {topics['anomalies']}\n"
+        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    )
+    return path
+
+
+def _exits_with(config: Path, log: Path, env: dict[str, str], text: str) -> str:
+    """Run a daemon expected to exit 1 by itself; its last error line must hold ``text``."""
+    daemon = _Daemon(config, log, env=env)
+    code = daemon.exit_code(timeout=45)
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert errors and text in errors[-1], output
+    assert "Traceback" not in output, output
+    return output
+
+
+def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
+    kafka_acl_broker: dict[str, str], model_dir: Path, tmp_path: Path
+) -> None:
+    """Without Read on its input topic the daemon exits 1 at start naming kafka.input_topics
+    (kafka-python alone would log the refusal once and wait for partitions forever); without
+    Read on its group it exits 1 naming kafka.group_id.  With both, it runs."""
+    plain, sasl = kafka_acl_broker["plain"], kafka_acl_broker["sasl"]
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
+    group, port = f"streamwatch-{tag}", _free_port()
+    _acl_setup(
+        plain,
+        topics,
+        allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+        + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
+    )
+    config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
+    env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
+    readings = _readings(0, LENGTH)
+    _produce(plain, topics["input"], readings)
+
+    output = _exits_with(
+        config,
+        tmp_path / "no-read.log",
+        env,
+        f"kafka.input_topics: topic '{topics['input']}' is not readable by this client: the "
+        "broker's ACLs do not allow Read on it",
+    )
+    assert len([line for line in output.splitlines() if " ERROR " in line]) == 1, output
+
+    _acl_setup(plain, {}, allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ))
+    _exits_with(
+        config,
+        tmp_path / "no-group.log",
+        env,
+        f"kafka.group_id: group '{group}' is not usable by this client: the broker's ACLs do "
+        "not allow Read on it",
+    )
+
+    _acl_setup(plain, {}, allow(ResourceType.GROUP, group, ACLOperation.READ))
+    daemon = _run_until_flagged(
+        config, tmp_path / "granted.log", port, plain, topics["anomalies"], len(readings), env
+    )
+    assert " ERROR " not in daemon.output(), daemon.output()
+
+
 def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_key(
     kafka_acl_broker: dict[str, str], model_dir: Path, tmp_path: Path
 ) -> None:
@@ -471,66 +562,40 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
     plain, sasl = kafka_acl_broker["plain"], kafka_acl_broker["sasl"]
     tag = uuid.uuid4().hex[:8]
     topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
-    group = f"streamwatch-{tag}"
-
-    def allow(resource: ResourceType, name: str, *ops: ACLOperation) -> list[ACL]:
-        pattern = ResourcePattern(resource, name, ACLResourcePatternType.LITERAL)
-        return [ACL("User:streamwatch", "*", op, ACLPermissionType.ALLOW, pattern) for op in ops]
-
-    admin = KafkaAdminClient(bootstrap_servers=plain)
-    try:
-        admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
-        admin.wait_for_topics(list(topics.values()))
-        granted = admin.create_acls(
-            allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
-            + allow(ResourceType.GROUP, group, ACLOperation.READ)
-            + allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE)
-        )
-        assert not granted["failed"], granted
-    finally:
-        admin.close()
-    port = _free_port()
-    config = tmp_path / "acl.yaml"
-    config.write_text(
-        f'kafka:\n  bootstrap_servers: "{sasl}"\n  input_topics: [{topics["input"]}]\n'
-        f"  group_id: {group}\n  poll_timeout_ms: 200\n  security_protocol: SASL_PLAINTEXT\n"
-        "  sasl_mechanism: PLAIN\n  sasl_username: streamwatch\n"
-        "  sasl_password_env: SW_TEST_KAFKA_PASSWORD\n"
-        f'model:\n  path: "{model_dir}"\nscoring:\n  threshold: 0.5\n  warmup: 100\n'
-        f"outputs:\n  anomalies_topic: {topics['anomalies']}\n"
-        f"  dead_letter_topic: {topics['dead']}\nmetrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    group, port = f"streamwatch-{tag}", _free_port()
+    _acl_setup(
+        plain,
+        topics,
+        allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
+        + allow(ResourceType.GROUP, group, ACLOperation.READ)
+        + allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE),
     )
+    config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
     env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
     readings = _readings(0, LENGTH)
     _produce(plain, topics["input"], readings)
 
-    daemon = _Daemon(config, tmp_path / "denied.log", env=env)
-    code = daemon.exit_code(timeout=45)
-    output = daemon.output()
-    assert code == 1, output
-    errors = [line for line in output.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, output
-    assert (
+    output = _exits_with(
+        config,
+        tmp_path / "denied.log",
+        env,
         f"outputs.anomalies_topic: topic '{topics['anomalies']}', outputs.dead_letter_topic: "
         f"topic '{topics['dead']}' are not writable by this client: the broker's ACLs do not "
-        "allow Write on them" in errors[0]
-    ), output
-    assert "Traceback" not in output, output
+        "allow Write on them",
+    )
+    assert len([line for line in output.splitlines() if " ERROR " in line]) == 1, output
     watcher = KafkaConsumer(bootstrap_servers=plain, group_id=group, enable_auto_commit=False)
     try:  # nothing consumed, nothing committed
         assert watcher.committed(TopicPartition(topics["input"], 0)) is None
     finally:
         watcher.close()
 
-    admin = KafkaAdminClient(bootstrap_servers=plain)
-    try:
-        granted = admin.create_acls(
-            allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
-            + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE)
-        )
-        assert not granted["failed"], granted
-    finally:
-        admin.close()
+    _acl_setup(
+        plain,
+        {},
+        allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+        + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
+    )
     daemon = _run_until_flagged(
         config, tmp_path / "granted.log", port, plain, topics["anomalies"], len(readings), env
     )

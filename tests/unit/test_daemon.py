@@ -135,12 +135,12 @@ def test_commit_happens_after_flush(model_dir: Path) -> None:
 def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -> None:
     daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
     daemon.sink = MemorySink(existing={"in", "anomalies", "streamwatch-dead-letters"})
-    daemon.check_outputs()
+    daemon.check_topics()
     daemon.sink = MemorySink()  # a broker that creates topics on first use
-    daemon.check_outputs()
+    daemon.check_topics()
     daemon.sink = MemorySink(existing={"in", "streamwatch-dead-letters"})
     with pytest.raises(SourceError) as caught:
-        daemon.check_outputs()
+        daemon.check_topics()
     assert str(caught.value).startswith(
         "outputs.anomalies_topic: topic 'anomalies' does not exist on the broker, which did not "
         "create it on request (auto.create.topics.enable=false"
@@ -157,7 +157,7 @@ def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -
     )
     daemon.cfg, daemon.sink = scores, MemorySink(existing={"anomalies"})
     with pytest.raises(SourceError) as caught:
-        daemon.check_outputs()
+        daemon.check_topics()
     assert str(caught.value).startswith(
         "outputs.scores_topic: topic 'scores', "
         "outputs.dead_letter_topic: topic 'streamwatch-dead-letters' do not exist"
@@ -168,7 +168,7 @@ def test_output_topics_the_acls_deny_are_named_apart_from_missing_ones(model_dir
     daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
     daemon.sink = MemorySink(existing={"streamwatch-dead-letters"}, denied={"anomalies"})
     with pytest.raises(SourceError) as caught:
-        daemon.check_outputs()
+        daemon.check_topics()
     assert str(caught.value) == (
         "outputs.anomalies_topic: topic 'anomalies' is not writable by this client: the "
         "broker's ACLs do not allow Write on it to the daemon's principal: grant it or name "
@@ -176,12 +176,26 @@ def test_output_topics_the_acls_deny_are_named_apart_from_missing_ones(model_dir
     )
     daemon.sink = MemorySink(existing={"anomalies"}, denied={"anomalies"})
     with pytest.raises(SourceError) as caught:
-        daemon.check_outputs()
+        daemon.check_topics()
     message = str(caught.value)
     assert message.startswith("outputs.dead_letter_topic: topic 'streamwatch-dead-letters' does")
     assert "; outputs.anomalies_topic: topic 'anomalies' is not writable" in message
     assert "\n" not in message and caught.value.retriable
     assert len(source.pending) == 10
+
+
+def test_input_topics_the_acls_deny_come_first_in_the_one_line(model_dir: Path) -> None:
+    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon.source = MemorySource(source.pending, denied={"in"})
+    daemon.sink = MemorySink(existing={"streamwatch-dead-letters"})
+    with pytest.raises(SourceError) as caught:
+        daemon.check_topics()
+    assert str(caught.value).startswith(
+        "kafka.input_topics: topic 'in' is not readable by this client: the broker's ACLs do "
+        "not allow Read on it to the daemon's principal: grant it or name another topic; "
+        "outputs.anomalies_topic: topic 'anomalies' does not exist"
+    )
+    assert len(daemon.source.pending) == 10
 
 
 def test_run_stops_and_closes(model_dir: Path) -> None:
