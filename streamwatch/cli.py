@@ -430,6 +430,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info(
         "model %s version %s (LSTM %dx%d)", spec.name, spec.version, spec.layers, spec.hidden_size
     )
+    if cfg.scoring.envelope is not None and not spec.envelopes():
+        log.warning(
+            "scoring.envelope is set, but model %s %s records no trained ranges (trained "
+            "before streamwatch kept them): the envelope test applies to no stream; retrain "
+            "the model to use it",
+            spec.name,
+            spec.version,
+        )
     disable_created_metrics()  # *_created series double every counter for little use
     registry = CollectorRegistry()
     metrics = Metrics(registry)

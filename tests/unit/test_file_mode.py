@@ -118,3 +118,16 @@ def test_idle_pipe_does_not_spin_and_second_sigint_forces_exit(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_an_envelope_the_model_cannot_give_is_warned_about(tmp_path: Path) -> None:
+    """models/example predates trained ranges: scoring.envelope would silently do nothing."""
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(_lines(n=10)) + b"\n")
+    cfg = _config(tmp_path)
+    r = _run(cfg)
+    assert r.returncode == 0 and b"scoring.envelope" not in r.stderr, r.stderr.decode()
+    cfg.write_text(cfg.read_text() + "scoring:\n  envelope: 0.05\n")
+    r = _run(cfg)
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"WARNING scoring.envelope is set, but model example" in r.stderr, r.stderr.decode()
+    assert b"the envelope test applies to no stream" in r.stderr
