@@ -7,7 +7,8 @@ the next ``poll`` sees a finished task, takes it for a stale one and sends a new
 dropping the assignment it had just been given.  The new JoinGroup starts another rebalance,
 the other members rejoin, and the same can happen again: we saw a group of two stay split
 wrongly for over a minute (one member still holding both partitions, the other one of them),
-and a daemon sit with no partitions for 90 s.
+and, most likely from the same cause (its log was not detailed enough to tell), a daemon sit
+with no partitions for 90 s.
 
 Here the coordinator's ``join_group_async`` is wrapped, on one consumer instance: a join task
 that finished with success is shown to kafka-python's loop as still in flight, so that the

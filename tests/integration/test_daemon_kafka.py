@@ -460,7 +460,7 @@ def test_sasl_listener_with_the_password_from_the_environment(
     )
 
 
-def allow(resource: ResourceType, name: str, *ops: ACLOperation) -> list[ACL]:
+def _allow(resource: ResourceType, name: str, *ops: ACLOperation) -> list[ACL]:
     """ACLs that let user streamwatch (the ACL broker's SASL user) do ``ops`` on a resource."""
     pattern = ResourcePattern(resource, name, ACLResourcePatternType.LITERAL)
     return [ACL("User:streamwatch", "*", op, ACLPermissionType.ALLOW, pattern) for op in ops]
@@ -518,8 +518,8 @@ def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
     _acl_setup(
         plain,
         topics,
-        allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
-        + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
+        _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+        + _allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
     )
     config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
     env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
@@ -535,7 +535,7 @@ def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
     )
     assert len([line for line in output.splitlines() if " ERROR " in line]) == 1, output
 
-    _acl_setup(plain, {}, allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ))
+    _acl_setup(plain, {}, _allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ))
     _exits_with(
         config,
         tmp_path / "no-group.log",
@@ -544,7 +544,7 @@ def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
         "not allow Read on it",
     )
 
-    _acl_setup(plain, {}, allow(ResourceType.GROUP, group, ACLOperation.READ))
+    _acl_setup(plain, {}, _allow(ResourceType.GROUP, group, ACLOperation.READ))
     daemon = _run_until_flagged(
         config, tmp_path / "granted.log", port, plain, topics["anomalies"], len(readings), env
     )
@@ -566,9 +566,9 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
     _acl_setup(
         plain,
         topics,
-        allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
-        + allow(ResourceType.GROUP, group, ACLOperation.READ)
-        + allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE),
+        _allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
+        + _allow(ResourceType.GROUP, group, ACLOperation.READ)
+        + _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE),
     )
     config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
     env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
@@ -593,8 +593,8 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
     _acl_setup(
         plain,
         {},
-        allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
-        + allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
+        _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+        + _allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
     )
     daemon = _run_until_flagged(
         config, tmp_path / "granted.log", port, plain, topics["anomalies"], len(readings), env
@@ -608,7 +608,7 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
         _wait_ready(port, timeout=60)  # past the start check, partitions assigned
         admin = KafkaAdminClient(bootstrap_servers=plain)
         try:
-            admin.delete_acls(allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE))
+            admin.delete_acls(_allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE))
         finally:
             admin.close()
         _produce(plain, topics["input"], BAD)
