@@ -138,7 +138,9 @@ def topic_access(
         deadline = time.monotonic() + timeout_s
         left, found = set(topics), {}
         while True:
-            ask_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+            # each request gets at least a second: near the deadline a few milliseconds' wait
+            # (on a loaded machine) would fail the check rather than answer it
+            ask_ms = max(int((deadline - time.monotonic()) * 1000), 1000)
             found.update(_topic_problems(manager, left, ask_ms, operation, create))
             left = {t for t in left if found.get(t) == MISSING}
             if not create or not left or time.monotonic() + TOPIC_RETRY_SECONDS > deadline:

@@ -1,20 +1,28 @@
-"""A fix for kafka-python 3.0.x's group join: a join that finishes between two polls is lost.
+"""Fixes for kafka-python 3.0.x's group join, where a join that a poll did not wait out is lost.
 
 kafka-python runs JoinGroup and SyncGroup as one task on its IO thread, and ``poll`` waits for
-that task only as long as its own timeout.  When the task finishes while nobody waits (the
-rebalance took longer than the poll, and the caller was busy, or polling another consumer),
-the next ``poll`` sees a finished task, takes it for a stale one and sends a new JoinGroup,
-dropping the assignment it had just been given.  The new JoinGroup starts another rebalance,
-the other members rejoin, and the same can happen again: we saw a group of two stay split
-wrongly for over a minute (one member still holding both partitions, the other one of them),
-and, most likely from the same cause (its log was not detailed enough to tell), a daemon sit
-with no partitions for 90 s.
+that task only as long as its own timeout; a later poll is meant to pick the task up.  Two
+ways it does not:
 
-Here the coordinator's ``join_group_async`` is wrapped, on one consumer instance: a join task
-that finished with success is shown to kafka-python's loop as still in flight, so that the
-loop awaits it (which returns at once) and completes the join with its assignment, as it
-does for a join that finishes inside a poll.  A join that failed is left alone: its error
-handlers already asked for a new join.
+- *A join that finished while nobody waited is thrown away.*  The next ``poll`` sees a
+  finished task, takes it for a stale one and sends a new JoinGroup, dropping the assignment
+  it had just been given.  The new JoinGroup starts another rebalance, the other members
+  rejoin, and the same can happen again: we saw a group of two stay split wrongly for over a
+  minute (one member still holding both partitions, the other one of them).
+- *A join whose reason went away inside it is forgotten.*  A rejoin that new metadata asked
+  for (a topic created after the member joined, say) is due only while the metadata differs
+  from what the last assignment used, and the leader's own assignment, inside the join,
+  records the new metadata.  If the poll that started the join returned first, the next one
+  sees no rejoin due and never finishes the join: the member sits with no partitions, its
+  heartbeats off (they stay off during a join), until the broker drops it.  This was the
+  daemon's 90 s stall in CI.
+
+Both are fixed on one consumer instance, wrapping two coordinator methods:
+``need_rejoin`` also says yes while a join task exists, so every poll carries an unfinished
+join on; and in ``join_group_async`` a task that finished with success is shown to
+kafka-python's loop as still in flight, so the loop awaits it (which returns at once) and
+completes the join with its assignment, as it does for a join that finishes inside a poll.  A
+join that failed is left alone: its error handlers already asked for a new join.
 """
 
 from __future__ import annotations
@@ -53,12 +61,17 @@ def install(consumer: Any) -> bool:
         return False
     coordinator: Any = getattr(consumer, "_coordinator", None)
     join: Any = getattr(coordinator, "join_group_async", None)
+    need: Any = getattr(coordinator, "need_rejoin", None)
     if (
         not kafka.__version__.startswith(TESTED)
         or join is None
+        or need is None
         or not hasattr(coordinator, "_join_task")
     ):
         return False
+
+    def need_rejoin() -> bool:
+        return coordinator._join_task is not None or bool(need())
 
     async def join_group_async(timeout_ms: int | None = None) -> bool:
         task = coordinator._join_task
@@ -71,5 +84,6 @@ def install(consumer: Any) -> bool:
             if coordinator._join_task is shown:  # not taken (no rejoin was due): a later
                 coordinator._join_task = task  # join must not take this old result
 
+    coordinator.need_rejoin = need_rejoin
     coordinator.join_group_async = join_group_async
     return True

@@ -49,7 +49,9 @@ def test_the_wrapper_takes_a_succeeded_join_and_leaves_a_failed_one() -> None:
         seen.append(coordinator._join_task)
         return True
 
-    coordinator = SimpleNamespace(join_group_async=join_group_async, _join_task=None)
+    coordinator = SimpleNamespace(
+        join_group_async=join_group_async, need_rejoin=lambda: False, _join_task=None
+    )
     assert install(SimpleNamespace(_coordinator=coordinator))
 
     def run(task: Any) -> None:
@@ -73,8 +75,32 @@ def test_a_finished_join_that_is_not_taken_is_not_left_looking_in_flight() -> No
         return True  # as kafka-python's loop when no rejoin is due: the task is not touched
 
     task = _finished(b"old")
-    coordinator = SimpleNamespace(join_group_async=join_group_async, _join_task=task)
+    coordinator = SimpleNamespace(
+        join_group_async=join_group_async, need_rejoin=lambda: False, _join_task=task
+    )
     assert install(SimpleNamespace(_coordinator=coordinator))
     with contextlib.suppress(StopIteration):
         coordinator.join_group_async(timeout_ms=0).send(None)
     assert coordinator._join_task is task
+
+
+def test_a_join_in_flight_or_untaken_keeps_a_rejoin_due() -> None:
+    """kafka-python only enters its join loop when a rejoin is due, and may stop thinking one
+    is (its reason cleared inside the join) while the join is still to be finished."""
+
+    async def join_group_async(timeout_ms: int | None = None) -> bool:
+        return True
+
+    reason = [False]
+    coordinator = SimpleNamespace(
+        join_group_async=join_group_async, need_rejoin=lambda: reason[0], _join_task=None
+    )
+    assert install(SimpleNamespace(_coordinator=coordinator))
+    assert not coordinator.need_rejoin()
+    reason[0] = True
+    assert coordinator.need_rejoin()
+    reason[0] = False
+    coordinator._join_task = Future()  # in flight
+    assert coordinator.need_rejoin()
+    coordinator._join_task = _finished(b"x")  # finished, not yet taken
+    assert coordinator.need_rejoin()
