@@ -81,8 +81,8 @@ def install(consumer: Any) -> bool:
         try:
             return bool(await join(timeout_ms=timeout_ms))
         finally:
-            if coordinator._join_task is shown:  # not taken (no rejoin was due): a later
-                coordinator._join_task = task  # join must not take this old result
+            if coordinator._join_task is shown:  # not taken (no coordinator in time, say):
+                coordinator._join_task = task  # back as it was, for the next poll to take
 
     coordinator.need_rejoin = need_rejoin
     coordinator.join_group_async = join_group_async

@@ -70,9 +70,9 @@ def test_the_wrapper_takes_a_succeeded_join_and_leaves_a_failed_one() -> None:
     assert seen[1:] == [failed, pending, None]
 
 
-def test_a_finished_join_that_is_not_taken_is_not_left_looking_in_flight() -> None:
+def test_a_finished_join_that_is_not_taken_is_put_back_as_it_was() -> None:
     async def join_group_async(timeout_ms: int | None = None) -> bool:
-        return True  # as kafka-python's loop when no rejoin is due: the task is not touched
+        return False  # as kafka-python's loop when no coordinator answers in time
 
     task = _finished(b"old")
     coordinator = SimpleNamespace(
