@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -493,6 +494,25 @@ def _acl_config(
     return path
 
 
+def _acl_daemon(
+    broker: dict[str, str],
+    model_dir: Path,
+    tmp_path: Path,
+    acls: Callable[[dict[str, str], str], list[ACL]],
+) -> tuple[dict[str, str], str, int, Path, dict[str, str], list[tuple[bytes, bytes]]]:
+    """New topics and group on the ACL broker with ``acls(topics, group)`` granted, a daemon
+    config for user streamwatch, its environment, and readings produced to the input topic."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
+    group, port = f"streamwatch-{tag}", _free_port()
+    _acl_setup(broker["plain"], topics, acls(topics, group))
+    config = _acl_config(tmp_path / "acl.yaml", broker["sasl"], topics, group, model_dir, port)
+    env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
+    readings = _readings(0, LENGTH)
+    _produce(broker["plain"], topics["input"], readings)
+    return topics, group, port, config, env, readings
+
+
 def _exits_with(config: Path, log: Path, env: dict[str, str], text: str) -> str:
     """Run a daemon expected to exit 1 by itself; its last error line must hold ``text``."""
     daemon = _Daemon(config, log, env=env)
@@ -511,20 +531,16 @@ def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
     """Without Read on its input topic the daemon exits 1 at start naming kafka.input_topics
     (kafka-python alone would log the refusal once and wait for partitions forever); without
     Read on its group it exits 1 naming kafka.group_id.  With both, it runs."""
-    plain, sasl = kafka_acl_broker["plain"], kafka_acl_broker["sasl"]
-    tag = uuid.uuid4().hex[:8]
-    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
-    group, port = f"streamwatch-{tag}", _free_port()
-    _acl_setup(
-        plain,
-        topics,
-        _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
-        + _allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE),
+    plain = kafka_acl_broker["plain"]
+    topics, group, port, config, env, readings = _acl_daemon(
+        kafka_acl_broker,
+        model_dir,
+        tmp_path,
+        lambda topics, group: (
+            _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.WRITE)
+            + _allow(ResourceType.TOPIC, topics["dead"], ACLOperation.WRITE)
+        ),
     )
-    config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
-    env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
-    readings = _readings(0, LENGTH)
-    _produce(plain, topics["input"], readings)
 
     output = _exits_with(
         config,
@@ -559,21 +575,17 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
     with one line naming both config keys, the topics and the ACL, before consuming anything:
     not by failing the first batch's send with a traceback.  Once Write is granted, the same
     config runs."""
-    plain, sasl = kafka_acl_broker["plain"], kafka_acl_broker["sasl"]
-    tag = uuid.uuid4().hex[:8]
-    topics = {"input": f"readings-{tag}", "anomalies": f"anomalies-{tag}", "dead": f"dead-{tag}"}
-    group, port = f"streamwatch-{tag}", _free_port()
-    _acl_setup(
-        plain,
-        topics,
-        _allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
-        + _allow(ResourceType.GROUP, group, ACLOperation.READ)
-        + _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE),
+    plain = kafka_acl_broker["plain"]
+    topics, group, port, config, env, readings = _acl_daemon(
+        kafka_acl_broker,
+        model_dir,
+        tmp_path,
+        lambda topics, group: (
+            _allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ)
+            + _allow(ResourceType.GROUP, group, ACLOperation.READ)
+            + _allow(ResourceType.TOPIC, topics["anomalies"], ACLOperation.DESCRIBE)
+        ),
     )
-    config = _acl_config(tmp_path / "acl.yaml", sasl, topics, group, model_dir, port)
-    env = {"SW_TEST_KAFKA_PASSWORD": "streamwatch-secret"}
-    readings = _readings(0, LENGTH)
-    _produce(plain, topics["input"], readings)
 
     output = _exits_with(
         config,

@@ -23,6 +23,22 @@ def _produce(bootstrap: str, topic: str, per_partition: int) -> None:
     producer.close()
 
 
+def _two_partitions(bootstrap: str, prefix: str, heartbeat_ms: int) -> tuple[str, KafkaConfig]:
+    """A new topic of two partitions, and a config for a new group reading it."""
+    tag = uuid.uuid4().hex[:8]
+    topic = f"{prefix}-{tag}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    cfg = KafkaConfig(
+        bootstrap,
+        (topic,),
+        group_id=topic,
+        consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": heartbeat_ms},
+    )
+    return topic, cfg
+
+
 def _next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
     return {(r.topic, r.partition): r.offset + 1 for r in records}
 
@@ -30,17 +46,8 @@ def _next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
 def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) -> None:
     """A member that gives up a partition in a rebalance must not commit that partition's
     old offsets afterwards, or it moves the new owner's committed offsets back."""
-    tag = uuid.uuid4().hex[:8]
-    topic, group = f"source-{tag}", f"source-{tag}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 2, 1)])
-    admin.close()
-    cfg = KafkaConfig(
-        kafka_bootstrap,
-        (topic,),
-        group_id=group,
-        consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": 500},
-    )
+    topic, cfg = _two_partitions(kafka_bootstrap, "source", heartbeat_ms=500)
+    group = cfg.group_id
     _produce(kafka_bootstrap, topic, 10)
     a = KafkaSource(cfg)
     b = None
@@ -92,17 +99,7 @@ def test_a_join_that_finishes_between_polls_is_taken_not_thrown_away(
     """kafka-python 3.0.x sends a new JoinGroup when its last one finished while nobody was
     polling, dropping the assignment (kafka_join).  Here both members' joins finish while
     neither polls; one short poll each must then take their assignments."""
-    tag = uuid.uuid4().hex[:8]
-    topic, group = f"join-{tag}", f"join-{tag}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 2, 1)])
-    admin.close()
-    cfg = KafkaConfig(
-        kafka_bootstrap,
-        (topic,),
-        group_id=group,
-        consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": 300},
-    )
+    _, cfg = _two_partitions(kafka_bootstrap, "join", heartbeat_ms=300)
     a = KafkaSource(cfg)
     b = None
     try:
