@@ -513,16 +513,19 @@ def _acl_daemon(
     return topics, group, port, config, env, readings
 
 
-def _exits_with(config: Path, log: Path, env: dict[str, str], text: str) -> str:
-    """Run a daemon expected to exit 1 by itself; its last error line must hold ``text``."""
+def _exits_with(
+    config: Path, log: Path, env: dict[str, str], text: str, alone: bool = False
+) -> None:
+    """Run a daemon expected to exit 1 by itself; its last error line must hold ``text``
+    (and be its only one, with ``alone``: kafka-python logs some refusals itself)."""
     daemon = _Daemon(config, log, env=env)
     code = daemon.exit_code(timeout=45)
     output = daemon.output()
     assert code == 1, output
     errors = [line for line in output.splitlines() if " ERROR " in line]
     assert errors and text in errors[-1], output
+    assert len(errors) == 1 or not alone, output
     assert "Traceback" not in output, output
-    return output
 
 
 def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
@@ -542,14 +545,14 @@ def test_an_input_topic_or_group_the_acls_deny_stops_the_daemon_with_one_line(
         ),
     )
 
-    output = _exits_with(
+    _exits_with(
         config,
         tmp_path / "no-read.log",
         env,
         f"kafka.input_topics: topic '{topics['input']}' is not readable by this client: the "
         "broker's ACLs do not allow Read on it",
+        alone=True,
     )
-    assert len([line for line in output.splitlines() if " ERROR " in line]) == 1, output
 
     _acl_setup(plain, {}, _allow(ResourceType.TOPIC, topics["input"], ACLOperation.READ))
     _exits_with(
@@ -587,15 +590,15 @@ def test_an_output_topic_the_acls_do_not_let_us_write_fails_at_start_naming_its_
         ),
     )
 
-    output = _exits_with(
+    _exits_with(
         config,
         tmp_path / "denied.log",
         env,
         f"outputs.anomalies_topic: topic '{topics['anomalies']}', outputs.dead_letter_topic: "
         f"topic '{topics['dead']}' are not writable by this client: the broker's ACLs do not "
         "allow Write on them",
+        alone=True,
     )
-    assert len([line for line in output.splitlines() if " ERROR " in line]) == 1, output
     watcher = KafkaConsumer(bootstrap_servers=plain, group_id=group, enable_auto_commit=False)
     try:  # nothing consumed, nothing committed
         assert watcher.committed(TopicPartition(topics["input"], 0)) is None
