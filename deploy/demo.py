@@ -56,6 +56,9 @@ def main() -> int:
     broker = _localkafka().LocalKafka(ROOT / "deploy/kafka/.run")
     we_started_broker = broker.pid() is None
     t0 = time.monotonic()
+    # SIGTERM (a terminal closed, `timeout`, a supervisor) cleans up as Ctrl-C does, or the
+    # broker and the daemon this started would be left running
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         say("starting the local Kafka broker (first run fetches its jars with mvn) ...")
         bootstrap = broker.start()
@@ -198,7 +201,8 @@ def main() -> int:
         say("stopping ...")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not skip cleanup
+            signal.signal(sig, signal.SIG_IGN)
         for proc in reversed(started):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -209,6 +213,10 @@ def main() -> int:
         if we_started_broker:
             broker.stop()
             say("broker stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _labels(path: Path) -> dict[tuple[str, int], str]:
