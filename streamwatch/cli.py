@@ -487,6 +487,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sink.close()
         server.shutdown()
         return 1
+    daemon.restore()
     interrupts = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

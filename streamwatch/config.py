@@ -14,6 +14,7 @@ streamwatch.errors.ConfigError: kafka.grup_id: unknown key
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -226,6 +227,7 @@ class StateConfig:
     out_of_order: str = "skip"  # a reading older than its stream's last: skip (dead letter)
     max_gap_seconds: float | None = None  # a longer silence is a gap ...
     on_gap: str = "reset"  # ... which resets the stream's LSTM state, or carry on
+    checkpoint_path: str | None = None  # state written here at shutdown, restored at start
 
     def policy(self) -> TimePolicy:
         return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
@@ -234,6 +236,14 @@ class StateConfig:
         self.policy()  # its ValueErrors name the key; build() turns them into ConfigErrors
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
+        if self.checkpoint_path is not None:
+            where = Path(self.checkpoint_path).parent
+            if not where.is_dir():
+                raise ConfigError(f"{path}.checkpoint_path", f"no directory {str(where)!r}")
+            if not os.access(where, os.W_OK):
+                raise ConfigError(
+                    f"{path}.checkpoint_path", f"directory {str(where)!r} is not writable"
+                )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from streamwatch import checkpoint
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, Verdicts
@@ -60,6 +61,11 @@ class Daemon:
         # a file source waits this long for input too, rather than spinning on an idle pipe
         self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 500
         self._owner_ids: dict[Partition, int] = {}  # partition -> small int kept per stream
+        # partition -> the next offset its streams' state has not seen (what a snapshot needs)
+        self._processed: Offsets = {}
+        # restored partitions whose first record after the restart is still to come: their
+        # streams' state is kept only if it is the record the snapshot expects
+        self._resume: Offsets = {}
         source.on_revoke(self._revoked)
         self.running = False
         self.reload_requested = False
@@ -165,9 +171,76 @@ class Daemon:
             # retriable: once the topic exists or the ACL is granted, a restart gets going
             raise SourceError("; ".join(parts), retriable=True)
 
+    def restore(self) -> int:
+        """Take on the state snapshot at ``state.checkpoint_path``, if there is one that the
+        model being served wrote; return how many streams came back.  A snapshot that cannot
+        be used is logged and passed over: state is a cache, and the streams rebuild it."""
+        path = self.cfg.state.checkpoint_path
+        if path is None:
+            return 0
+        try:
+            snap = checkpoint.read(path)
+        except FileNotFoundError:
+            log.info("no state snapshot at %s: every stream starts afresh", path)
+            return 0
+        except checkpoint.CheckpointError as exc:
+            log.warning("state not restored: %s", exc)
+            return 0
+        mine = checkpoint.model_identity(self.spec)
+        if snap.model != mine:
+            log.warning(
+                "state not restored: %s was written for model %s %s, not the one served "
+                "(%s %s); every stream starts afresh",
+                path,
+                snap.model.get("name"),
+                snap.model.get("version"),
+                mine["name"],
+                mine["version"],
+            )
+            return 0
+        try:
+            n = self.engine.store.restore(snap.rows, self.clock())
+        except ValueError as exc:
+            log.warning("state not restored: %s: %s", path, exc)
+            return 0
+        for part, (owner, offset) in snap.partitions.items():
+            self._owner_ids[part] = owner
+            self._processed[part] = self._resume[part] = offset
+        log.info(
+            "restored the state of %d stream(s) of %d partition(s) from %s; each partition's "
+            "streams are kept if it resumes at the offset the snapshot was taken at",
+            n,
+            len(snap.partitions),
+            path,
+        )
+        self.metrics.active_streams.set(len(self.engine.store))
+        return n
+
+    def save_state(self) -> None:
+        """Write the state snapshot, if configured: at a clean stop only, once every batch
+        processed is flushed (the source's close then makes the final commit)."""
+        path = self.cfg.state.checkpoint_path
+        if path is None:
+            return
+        started = time.perf_counter()
+        try:
+            n = checkpoint.write(
+                path, self.engine.store, self.spec, self._owner_ids, self._processed
+            )
+        except OSError as exc:
+            log.error("state snapshot not written to %s: %s", path, exc)
+            return
+        log.info(
+            "wrote the state of %d stream(s) to %s in %.1f s",
+            n,
+            path,
+            time.perf_counter() - started,
+        )
+
     def run(self, max_polls: int | None = None) -> None:
         self.running = True
         polls = 0
+        clean = False
         if self.cfg.kafka:
             topics = ",".join(self.cfg.kafka.input_topics)
             log.info("consuming %s as group %s", topics, self.cfg.kafka.group_id)
@@ -179,8 +252,16 @@ class Daemon:
                 polls += 1
                 if not n and getattr(self.source, "exhausted", False):
                     break  # a file source at its end
+            clean = True
         finally:
             self.sink.flush(30.0)
+            # Before the source closes: leaving the group revokes every partition, which
+            # drops their streams.  Not after a failed batch: its readings are in the state
+            # but not in the offsets, and their replay would be refused as older than the
+            # streams' last readings.  Should the final commit fail, the offsets check at
+            # the next start passes over the snapshot's streams.
+            if clean:
+                self.save_state()
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)
@@ -196,6 +277,8 @@ class Daemon:
             self._last_idle_sweep = now
             idle = self.engine.store.evict_idle(now, self.cfg.state.idle_ttl_seconds)
             self.metrics.evictions.labels(reason="idle").inc(idle)
+        if self._resume:
+            self._check_resumed(records)
         if not records:
             self.source.commit({})  # offsets held back while a commit was in flight go now
             return 0
@@ -254,7 +337,9 @@ class Daemon:
         self.metrics.anomalies.inc(sent["anomaly"])
         for kind, n in sent.items():  # counted once the broker has them
             self.metrics.produced.labels(kind=kind).inc(n)
-        self.source.commit(_next_offsets(records))  # ... before its offsets are committed
+        offsets = _next_offsets(records)
+        self.source.commit(offsets)  # ... before its offsets are committed
+        self._processed.update(offsets)
         self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.end_to_end_seconds.observe_many(latency)
@@ -272,11 +357,45 @@ class Daemon:
             rec = records[i]
             key = (rec.topic, rec.partition)
             if key != last:
-                last, last_id = key, ids.setdefault(key, len(ids))
+                last_id = ids.get(key, -1)
+                if last_id < 0:  # a new partition: ids are never reused (restored ones too)
+                    last_id = ids[key] = max(ids.values(), default=-1) + 1
+                last = key
             out[j] = last_id
         return out
 
+    def _check_resumed(self, records: list[Record]) -> None:
+        """Keep a restored partition's streams if its first record is the one the snapshot
+        expects; drop them if another comes first, or if the partition is not ours."""
+        assigned = self.source.assignment()
+        stale = {p: "is assigned to another member" for p in self._resume if p not in assigned}
+        if not assigned:
+            stale = {}  # no assignment yet (joining the group): nothing to judge by
+        for rec in records:
+            part = (rec.topic, rec.partition)
+            expected = self._resume.get(part)
+            if expected is None or part in stale:
+                continue
+            if rec.offset == expected:
+                del self._resume[part]
+                log.info(
+                    "partition %s[%d] resumes at offset %d: its state continues", *part, expected
+                )
+            else:
+                stale[part] = f"resumes at offset {rec.offset}, the snapshot at {expected}"
+        for part, why in stale.items():
+            del self._resume[part]
+            self._processed.pop(part, None)
+            dropped = self.engine.store.drop_owners({self._owner_ids[part]})
+            self.metrics.evictions.labels(reason="stale_snapshot").inc(dropped)
+            log.info(
+                "partition %s[%d] %s: its %d restored stream(s) start afresh", *part, why, dropped
+            )
+
     def _revoked(self, partitions: set[Partition]) -> None:
+        for p in partitions:
+            self._processed.pop(p, None)
+            self._resume.pop(p, None)
         owners = {self._owner_ids[p] for p in partitions if p in self._owner_ids}
         dropped = self.engine.store.drop_owners(owners)
         self.metrics.evictions.labels(reason="revoked").inc(dropped)

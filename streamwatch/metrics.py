@@ -125,7 +125,7 @@ class Metrics:
         )
         self.evictions = Counter(
             "stream_evictions",
-            "Stream states dropped, by reason (idle, capacity or revoked).",
+            "Stream states dropped, by reason (idle, capacity, revoked or stale_snapshot).",
             ["reason"],
             namespace=ns,
             registry=registry,
@@ -186,5 +186,5 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
-        for reason in ("idle", "capacity", "revoked"):
+        for reason in ("idle", "capacity", "revoked", "stale_snapshot"):
             self.evictions.labels(reason=reason)

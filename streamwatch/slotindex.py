@@ -6,8 +6,13 @@ entry, the table), a third of the LSTM state it points to.  Here a stream is kno
 12 bytes a slot, 24 to 48 a stream.  Lookups for a whole batch run vectorised.
 
 Two different ids with the same 64-bit hash would share a state; among a million streams the
-chance that any two do is about n^2 / 2^65 = 3e-8.  Python's string hash is salted per
-process, which is fine: the table never outlives the process.
+chance that any two do is about n^2 / 2^65 = 3e-8.  The hash is the same in every process
+(FNV-1a over the id's code points, then murmur3's finaliser so that the low bits the table
+indexes by depend on every character), because the keys outlive the process in state
+snapshots (``checkpoint.py``); Python's own string hash is salted per process.  It is computed
+for a whole batch at once, longest ids first, so it costs about one numpy operation per
+character position; ids longer than 64 characters (rare) take BLAKE2b one by one instead,
+so that one of them does not make the whole batch that wide.
 
 >>> index = SlotIndex(8)
 >>> h = hashes(["a", "b", "c"])
@@ -23,6 +28,7 @@ process, which is fine: the table never outlives the process.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,11 +36,57 @@ import numpy as np
 EMPTY, TOMBSTONE = 0, 1  # reserved key values; real hashes 0 and 1 are moved to 2 and 3
 
 
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_FMIX_1, _FMIX_2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_33 = np.uint64(33)
+_LONG = 64  # ids longer than this (rare) are hashed one by one, not padded to in a batch
+
+
 def hashes(ids: Sequence[str]) -> np.ndarray:
-    """uint64 keys of stream ids (never EMPTY or TOMBSTONE)."""
-    h = np.fromiter((hash(s) for s in ids), np.int64, len(ids)).view(np.uint64)
-    h[h < 2] += np.uint64(2)
-    return h
+    """uint64 keys of stream ids (never EMPTY or TOMBSTONE), the same in every process.
+
+    >>> hashes(["host-1.cpu", ""]).tolist()
+    [4891035662071924165, 17280346270528514342]
+    """
+    n = len(ids)
+    lengths = np.fromiter(map(len, ids), np.int64, n)
+    long = np.flatnonzero(lengths > _LONG)
+    if len(long):
+        out = np.empty(n, np.uint64)
+        for i in long.tolist():
+            digest = hashlib.blake2b(ids[i].encode("utf-8", "surrogatepass"), digest_size=8)
+            out[i] = int.from_bytes(digest.digest(), "little")
+        short = np.flatnonzero(lengths <= _LONG)
+        out[short] = _fnv([ids[i] for i in short.tolist()], lengths[short])
+    else:
+        out = _fnv(ids, lengths)
+    out[out < 2] += np.uint64(2)
+    return out
+
+
+def _fnv(ids: Sequence[str], lengths: np.ndarray) -> np.ndarray:
+    """FNV-1a over code points and murmur3's fmix64, for a batch at once: one numpy step per
+    character position, over the ids that still have a character there (longest first)."""
+    n = len(ids)
+    if not n:
+        return np.empty(0, np.uint64)
+    text = np.array(ids, dtype=str)
+    width = text.dtype.itemsize // 4
+    order = np.argsort(-lengths, kind="stable")
+    points = text.view(np.uint32).reshape(n, width)[order]
+    rows = np.searchsorted(-lengths[order], -np.arange(width), side="left")
+    h = np.full(n, _FNV_OFFSET)
+    with np.errstate(over="ignore"):  # multiplication modulo 2^64 is the point
+        for j, k in enumerate(rows.tolist()):
+            h[:k] = (h[:k] ^ points[:k, j]) * _FNV_PRIME
+        h ^= h >> _33
+        h *= _FMIX_1
+        h ^= h >> _33
+        h *= _FMIX_2
+        h ^= h >> _33
+    out = np.empty(n, np.uint64)
+    out[order] = h
+    return out
 
 
 class SlotIndex:

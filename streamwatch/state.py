@@ -200,6 +200,48 @@ class StateStore:
             self._release(slot)
         self.evicted_lru += len(victims)
 
+    def export(self) -> dict[str, np.ndarray]:
+        """Every live stream's rows, for a snapshot (``checkpoint.py``): the arrays of
+        ``_ROWS`` but ``last_seen`` (time since this process started: meaningless to the next)."""
+        used = self._used()
+        return {name: getattr(self, name)[used] for name in _ROWS if name != "last_seen"}
+
+    def restore(self, rows: dict[str, np.ndarray], now: float) -> int:
+        """Take on the streams of ``export``'s ``rows``, as if all were seen at ``now``: into
+        an empty store only, shaped alike (``ValueError`` says what differs).  Returns how
+        many streams came back."""
+        if len(self):
+            raise ValueError("the state store already holds streams")
+        missing = sorted(set(_ROWS) - {"last_seen"} - set(rows))
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} rows")
+        n = len(rows["key"])
+        for name, arr in rows.items():
+            mine = getattr(self, name, None)
+            if mine is None or name == "last_seen":
+                raise ValueError(f"unknown rows {name!r}")
+            if arr.shape != (n, *mine.shape[1:]):
+                raise ValueError(f"{name} rows of shape {arr.shape}, not {(n, *mine.shape[1:])}")
+        keys = rows["key"]
+        if n > self.max_streams:
+            raise ValueError(f"{n:,} streams, more than state.max_streams={self.max_streams:,}")
+        if (keys == 0).any() or len(np.unique(keys)) != n:
+            raise ValueError("stream keys are zero or repeated")
+        while self.capacity < n:
+            self._grow()
+        slots = np.arange(n)
+        for name, arr in rows.items():
+            getattr(self, name)[slots] = arr
+        for slot, key in enumerate(keys.tolist()):
+            self.index.insert(key, slot)
+        # slots 0..n-1 are taken: the free stack keeps the rest, lowest on top
+        self.free[: self.capacity - n] = np.arange(self.capacity - 1, n - 1, -1)
+        self.n_free = self.capacity - n
+        if self._t0 is None:
+            self._t0 = now
+        self.last_seen[slots] = now - self._t0
+        return n
+
     def drop_owners(self, owners: set[int]) -> int:
         """Drop the streams that arrive on the given partitions (revoked in a rebalance: the
         replica that takes them over builds their state afresh); return how many went."""

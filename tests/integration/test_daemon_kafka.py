@@ -854,3 +854,63 @@ def test_missing_output_topic_fails_at_start_on_a_broker_without_auto_creation(
         config, tmp_path / "present.log", port, bootstrap, topics["anomalies"], len(readings)
     )
     assert " ERROR " not in daemon.output(), daemon.output()
+
+
+def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM writes the streams' state; the restarted daemon resumes at the committed
+    offsets, finds them where the snapshot was taken, and flags a spike that comes sooner
+    after the restart than the warm-up: without the snapshot it could not."""
+    port, state = _free_port(), tmp_path / "state.npz"
+    config = tmp_path / "streamwatch.yaml"
+    config.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{kafka_bootstrap}"
+  input_topics: [{topics["input"]}]
+  group_id: {topics["group"]}
+  poll_timeout_ms: 200
+model:
+  path: "{model_dir}"
+scoring:
+  threshold: 0.5
+  warmup: 100
+state:
+  checkpoint_path: "{state}"
+outputs:
+  anomalies_topic: {topics["anomalies"]}
+  dead_letter_topic: {topics["dead"]}
+metrics:
+  host: 127.0.0.1
+  port: {port}
+"""
+    )
+    before = _readings(0, SPIKE_AT - 60)
+    _produce(kafka_bootstrap, topics["input"], before)
+    daemon = _Daemon(config, tmp_path / "daemon.log")
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", len(before), timeout=90)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    assert f"wrote the state of {N_STREAMS} stream(s) to {state}" in daemon.output()
+    assert _consume_all(kafka_bootstrap, topics["anomalies"], want=1, timeout=3) == []
+
+    after = _readings(SPIKE_AT - 60, SPIKE_AT + 20)  # the spike: 60 readings in, warm-up 100
+    _produce(kafka_bootstrap, topics["input"], after)
+    daemon = _Daemon(config, tmp_path / "daemon2.log")
+    try:
+        _wait_metric(port, "streamwatch_records_consumed_total", len(after), timeout=90)
+        anomalies = _consume_all(kafka_bootstrap, topics["anomalies"], want=len(SPIKED), timeout=30)
+        evicted = _metric(port, "streamwatch_stream_evictions_total", 'reason="stale_snapshot"')
+    finally:
+        code = daemon.terminate()
+    out = daemon.output()
+    assert code == 0, out
+    assert f"restored the state of {N_STREAMS} stream(s) of 3 partition(s)" in out
+    assert out.count("its state continues") == 3, out
+    assert evicted == 0
+    flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
+    for name in SPIKED:
+        assert (name, T0 + 300.0 * SPIKE_AT) in flagged, (name, sorted(flagged))

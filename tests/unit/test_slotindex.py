@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from streamwatch.slotindex import SlotIndex, hashes
@@ -48,3 +50,27 @@ def test_store_agrees_with_a_dict_model_under_churn() -> None:
     assert len(store) <= 300 and store.evicted_lru > 0
     live = np.flatnonzero(store.key)
     assert len(live) == len(store) and len(set(store.key[live].tolist())) == len(live)
+
+
+def test_keys_are_the_same_in_every_process() -> None:
+    """State snapshots outlive the process, so keys must not follow Python's salted hash."""
+    import subprocess
+    import sys
+
+    ids = ["host-1.cpu", "", "é\u4e2d", "x" * 65, "x" * 64, "\ud800"]
+    code = f"from streamwatch.slotindex import hashes; print(hashes({ids!r}).tolist())"
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert runs == {f"{hashes(ids).tolist()}\n"}
+    assert len(set(hashes(ids).tolist())) == len(ids)
+    # an id hashes alike whatever else is in its batch
+    assert hashes(["ab", "y" * 70, "abc"])[0] == hashes(["ab"])[0]
+    assert hashes(["y" * 70, "q"])[0] == hashes(["z", "y" * 70])[1]
