@@ -78,13 +78,17 @@ def write(
         "partitions": [[t, p, ids[(t, p)], offsets[(t, p)]] for (t, p) in sorted(ids)],
     }
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-        arrays.update(rows)
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+            arrays.update(rows)
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep half a snapshot about
+        raise
     return int(keep.sum())
 
 

@@ -220,3 +220,15 @@ def test_no_snapshot_after_a_failed_batch(model_dir: Path, tmp_path: Path) -> No
         daemon.run()
     # its readings are in the state, not in the offsets: a snapshot would refuse their replay
     assert not path.exists()
+
+
+def test_a_snapshot_that_cannot_be_written_is_logged_and_leaves_no_partial_file(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.npz"
+    path.mkdir()  # the rename onto it fails, after the temporary file was written
+    daemon, _, _, _ = _daemon(model_dir, _records(length=60), path)
+    with caplog.at_level(logging.INFO, "streamwatch"):
+        _run(daemon)
+    assert f"state snapshot not written to {path}" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]
