@@ -225,8 +225,8 @@ class StateStore:
         keys = rows["key"]
         if n > self.max_streams:
             raise ValueError(f"{n:,} streams, more than state.max_streams={self.max_streams:,}")
-        if (keys == 0).any() or len(np.unique(keys)) != n:
-            raise ValueError("stream keys are zero or repeated")
+        if (keys < 2).any() or len(np.unique(keys)) != n:  # 0 and 1 mark free index cells
+            raise ValueError("stream keys are reserved values or repeated")
         while self.capacity < n:
             self._grow()
         slots = np.arange(n)

@@ -232,3 +232,11 @@ def test_a_snapshot_that_cannot_be_written_is_logged_and_leaves_no_partial_file(
         _run(daemon)
     assert f"state snapshot not written to {path}" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]
+
+
+def test_a_store_refuses_keys_that_are_reserved_or_repeated() -> None:
+    rows = _filled(["a", "b", "c"]).export()
+    for bad in ([5, 5, 7], [1, 5, 7]):
+        wrong = {**rows, "key": np.array(bad, np.uint64)}
+        with pytest.raises(ValueError, match="reserved values or repeated"):
+            StateStore(state_size=6, n_targets=2).restore(wrong, now=0.0)
