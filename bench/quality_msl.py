@@ -241,6 +241,12 @@ def main() -> None:
         "of its width, e.g. 0.05 (default off, as in the daemon)",
     )
     p.add_argument(
+        "--window",
+        default="off",
+        help="the scorer's window test (Hundman et al.'s nonparametric threshold over this many "
+        "smoothed misses, e.g. 2100; default off, as in the daemon)",
+    )
+    p.add_argument(
         "--prime",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -270,6 +276,7 @@ def main() -> None:
             warmup=args.warmup,
             long_window=args.long_window,
             envelope=None if args.envelope == "off" else float(args.envelope),
+            window=None if args.window == "off" else int(args.window),
         )
         for t in args.thresholds.split(",")
     ]

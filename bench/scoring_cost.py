@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Cost of the scoring step per reading beside the model step, at batch 256.
 
-    .venv/bin/python bench/scoring_cost.py [--batch 256] [--hidden 64]
+    .venv/bin/python bench/scoring_cost.py [--batch 256] [--hidden 64] [--window 2100]
 
 Times, one thread: the ONNX Runtime step of an LSTM 1 x hidden for a batch; the scorer's
 update (all tests, statistics folded in) for the same batch; and the engine's whole wave
-(gather, normalise, step, score, scatter), in microseconds per reading.
+(gather, normalise, step, score, scatter), in microseconds per reading.  With ``--window``, the
+scorer runs the window test too (``scoring.window``), timed apart as well: its threshold is
+chosen anew every 10 readings of a stream, and the figure is the average over those 10.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--window", type=int, default=None, help="scoring.window (default off)")
     args = p.parse_args()
     torch.manual_seed(0)
     data = export_onnx(Forecaster(1, 1, args.hidden, 1).eval())
@@ -50,7 +53,7 @@ def main() -> None:
     b = args.batch
     x = rng.standard_normal((b, 1)).astype(np.float32)
     state = rng.standard_normal((b, spec.state_size)).astype(np.float32)
-    scorer = Scorer()
+    scorer = Scorer(window=args.window)
     stats = scorer.new_stats(b)
     stats[:, 0] = 1000  # past warm-up
     errors = np.abs(rng.standard_normal(b))
@@ -60,9 +63,19 @@ def main() -> None:
     model_us = per_reading(lambda: model.step(x, state), b)
     score_us = per_reading(lambda: scorer.update(stats, errors), b)
     engine_us = per_reading(lambda: engine.process(ids, values, 0.0), b)
+    if args.window:
+        win = rng.random((b, args.window)).astype(np.float32)
+        wstats = np.zeros((b, 4))
+        wstats[:, 0] = 1000  # past warm-up, window full
+        window_us = per_reading(lambda: scorer.window_test(win, wstats, errors), b)
     print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
     print(f"  model step (onnxruntime)     {model_us:6.3f}")
     print(f"  scoring (all tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model")
+    if args.window:
+        print(
+            f"  window test (apart)          {window_us:6.3f}  (window {args.window}, threshold "
+            "every 10 readings)"
+        )
     print(
         f"  whole engine wave            {engine_us:6.3f}  (gather, normalise, step, score, "
         "scatter)"

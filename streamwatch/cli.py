@@ -228,6 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.hold,
             args.novelty,
             args.envelope,
+            args.window,
         )
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
@@ -621,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.envelope,
         help="also flag readings beyond the stream's trained range by this share of its width, "
         "e.g. 0.05 (default off)",
+    )
+    rp.add_argument(
+        "--window",
+        type=lambda t: None if t.lower() in ("off", "none", "null") else int(t),
+        default=d.window,
+        help="also run the window test (Hundman et al.'s nonparametric threshold over this "
+        "many smoothed misses a stream, e.g. 2100; default off)",
     )
     rp.set_defaults(func=cmd_replay)
 

@@ -194,6 +194,7 @@ class ScoringConfig:
     hold: int = 0  # readings an episode stays flagged after its last trigger
     novelty: float | None = 0.13  # null: flag on the score alone
     envelope: float | None = None  # e.g. 0.05: flag readings 5 % beyond the trained range
+    window: int | None = None  # e.g. 2100: the nonparametric threshold over that many misses
 
     def scorer(self) -> Scorer:
         return Scorer(
@@ -205,6 +206,7 @@ class ScoringConfig:
             self.hold,
             self.novelty,
             self.envelope,
+            self.window,
         )
 
     def check(self, path: str) -> None:

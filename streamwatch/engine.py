@@ -102,6 +102,7 @@ class Engine:
         self.n_targets = len(model.spec.targets)
         if (store.state_size, store.n_targets) != (model.spec.state_size, self.n_targets):
             raise ValueError("the state store is not shaped for this model")
+        store.set_window(scorer.window_width)
         store.set_envelopes(model.spec.envelopes())
         self.max_rows = max_rows
         self.model_calls = 0
@@ -202,6 +203,11 @@ class Engine:
             bounds = store.envelope[s]
             outside = self.scorer.outside(x, bounds)
             store.envelope[s] = bounds
+        if self.scorer.window is not None:
+            win, wstats = store.window[s], store.window_stats[s].astype(np.float64)
+            over = self.scorer.window_test(win, wstats, raw)
+            store.window[s], store.window_stats[s] = win, wstats
+            outside = over if outside is None else outside | over
         score, flag = self.scorer.update(score_stats, error, raw, outside)
         store.scores[s] = score_stats
         stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below

@@ -145,6 +145,57 @@ def _z_at(score: float) -> float:
     return hi
 
 
+_WINDOW_SPAN = 105  # EWMA span of the misses the window test keeps (Telemanom: 5 % of 2,100)
+_WINDOW_EVERY = 10  # readings between two choices of a stream's window threshold
+_WINDOW_Z = np.arange(2.5, 12.01, 0.5)
+_WINDOW_MAX_SEQUENCES = 5
+
+
+def window_threshold(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``win`` (NaN: empty), the nonparametric threshold and the largest value
+    under it: of mean + z sd for z in 2.5..12, the one that maximises
+    (drop in mean / mean + drop in sd / sd) / (sequences above ** 2 + values above),
+    with at most 5 sequences and under half the values above; mean + 12 sd where none does,
+    and no threshold (inf) for a window without spread.
+    Sequences are counted around the ring (a run across its seam counts once).
+
+    >>> w = np.full((1, 200), 1.0); w[0, ::2] = 1.2; w[0, 100:104] = 9.0
+    >>> eps, top = window_threshold(w)
+    >>> bool(1.2 < eps[0] < 9.0), float(top[0])
+    (True, 1.2)
+    """
+    w = win.astype(np.float64)
+    filled = np.isfinite(w)
+    m = filled.sum(axis=1)
+    w0 = np.where(filled, w, 0.0)
+    total, total_sq = w0.sum(axis=1), (w0 * w0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / m
+        sd = np.sqrt(np.maximum(total_sq / m - mean * mean, 0.0))
+        best = np.full(len(w), -np.inf)
+        eps = mean + _WINDOW_Z[-1] * sd
+        for z in _WINDOW_Z:
+            e = mean + z * sd
+            above = filled & (w0 >= e[:, None])
+            na = above.sum(axis=1)
+            nb = m - na
+            s_b = total - np.where(above, w0, 0.0).sum(axis=1)
+            ss_b = total_sq - np.where(above, w0 * w0, 0.0).sum(axis=1)
+            mean_b = s_b / nb
+            sd_b = np.sqrt(np.maximum(ss_b / nb - mean_b * mean_b, 0.0))
+            seqs = (above & ~np.roll(above, 1, axis=1)).sum(axis=1)
+            seqs = np.where(above.all(axis=1), 1, seqs)
+            score = ((mean - mean_b) / mean + (sd - sd_b) / sd) / (seqs**2 + na)
+            ok = (na > 0) & (na < 0.5 * m) & (seqs <= _WINDOW_MAX_SEQUENCES) & (score > best)
+            best = np.where(ok, score, best)
+            eps = np.where(ok, e, eps)
+        under = filled & (w0 < eps[:, None])
+        normal_max = np.where(under, w0, 0.0).max(axis=1) if w.shape[1] else np.zeros(len(w))
+    # a window without spread (or nearly empty) sets no threshold: any change would cross it
+    eps = np.where((m >= 2) & (sd > 0), eps, np.inf)
+    return eps, normal_max
+
+
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a / b, and 1 where b is 0 (nothing to beat yet: not novel unless a > 0)."""
     return np.divide(a, b, out=np.where(a > 0, np.inf, 1.0), where=b > 0)
@@ -160,6 +211,7 @@ class Scorer:
     hold: int = 0  # readings an episode stays flagged after its last trigger
     novelty: float | None = 0.13  # a trigger's raw misfit must beat the recent peak by this
     envelope: float | None = None  # e.g. 0.05: beyond the trained range by 5 % of its width
+    window: int | None = None  # e.g. 2100: the nonparametric threshold over that many errors
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -176,6 +228,56 @@ class Scorer:
             raise ValueError("scoring.novelty must be >= 0 or null")
         if self.envelope is not None and not self.envelope >= 0.0:
             raise ValueError("scoring.envelope must be >= 0 or null")
+        if self.window is not None and not self.window >= 50:
+            raise ValueError("scoring.window must be >= 50 or null")
+
+    @property
+    def window_width(self) -> int:
+        """Per-stream columns the window test keeps (0: off)."""
+        return self.window or 0
+
+    def window_test(self, win: np.ndarray, wstats: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Hundman et al.'s nonparametric dynamic threshold (KDD 2018), made causal.
+
+        Each stream keeps its last ``window`` smoothed raw misses (an EWMA of span
+        ``_WINDOW_SPAN``) in ``win`` (n, window; a ring, NaN where not yet filled) and in
+        ``wstats`` (n, 4) the count, the smoothed miss, the threshold and the largest miss
+        under it.  Every ``_WINDOW_EVERY`` readings the threshold is chosen anew from the
+        window alone: of mean + z x sd for z in 2.5..12, the one whose removal of the errors
+        above it cuts the mean and the sd the most, per error and per sequence of errors
+        removed (``window_threshold``).  A reading triggers when its smoothed miss is over the
+        threshold and beats the largest miss under it by the novelty margin (Telemanom's
+        pruning), after warm-up.  Both arrays are updated in place; returns the triggers."""
+        valid = np.isfinite(raw)
+        count = wstats[:, 0].copy()
+        a = 2.0 / (_WINDOW_SPAN + 1.0)
+        smooth = np.where(count == 0, raw, wstats[:, 1] + a * (raw - wstats[:, 1]))
+        smooth = np.where(valid, smooth, wstats[:, 1])
+        k = 1.0 + (self.novelty or 0.0)
+        with np.errstate(invalid="ignore"):
+            hit = (
+                valid
+                & (count >= self.warmup)
+                & (smooth > wstats[:, 2])
+                & (smooth > k * wstats[:, 3])
+            )
+        # the first _SETTLE misses are the model's start from an empty state, not the
+        # stream's: they are smoothed, but kept out of the window (as from the novelty bars)
+        rows = np.flatnonzero(valid & (count >= _SETTLE))
+        pos = ((count[rows] - _SETTLE) % win.shape[1]).astype(np.int64)
+        win[rows, pos] = smooth[rows]
+        # the count stays small enough for float32 to keep it exact: past warm-up it wraps
+        # by a whole number of rings and of threshold periods, keeping its place in both
+        cycle = win.shape[1] * _WINDOW_EVERY
+        count = count + valid
+        wrap = max(self.warmup, _SETTLE) + 2 * cycle
+        wstats[:, 0] = np.where(count >= wrap, count - cycle, count)
+        wstats[:, 1] = smooth
+        due = rows[((count[rows] - _SETTLE) % _WINDOW_EVERY) == 0]
+        if len(due):
+            eps, normal_max = window_threshold(win[due])
+            wstats[due, 2], wstats[due, 3] = eps, normal_max
+        return hit
 
     @staticmethod
     def new_stats(n: int) -> np.ndarray:

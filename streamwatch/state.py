@@ -38,6 +38,8 @@ _ROWS = (
     "owner",
     "last_ts",
     "key",
+    "window",
+    "window_stats",
 )
 
 
@@ -83,6 +85,22 @@ class StateStore:
         self.owner = np.full(capacity, -1, np.int16)  # the source partition it arrives on
         self.last_ts = np.full(capacity, np.nan)  # the stream's latest reading time (epoch s)
         self.key = np.zeros(capacity, np.uint64)  # the slot's stream id hash; 0: free
+        self._alloc_window(capacity, getattr(self, "window_width", 0))
+
+    def _alloc_window(self, capacity: int, width: int) -> None:
+        # the scorer's window test (scoring.window; 0 columns, no bytes, when it is off)
+        self.window_width = width
+        self.window = np.full((capacity, width), np.nan, np.float32)
+        self.window_stats = np.zeros((capacity, 4 if width else 0), np.float32)
+
+    def set_window(self, width: int) -> None:
+        """Shape the rows for a scorer whose window test keeps ``width`` misses a stream;
+        only while the store is empty (a running stream cannot gain a history it lacks)."""
+        if width == self.window_width:
+            return
+        if len(self):
+            raise ValueError("the state store's window rows do not fit this scorer")
+        self._alloc_window(self.capacity, width)
 
     @classmethod
     def for_model(cls, spec: ModelSpec, **kwargs: int) -> StateStore:
@@ -128,6 +146,8 @@ class StateStore:
         self.scores[slot] = 0.0
         self.envelope[slot] = np.nan
         self.last_ts[slot] = np.nan
+        self.window[slot] = np.nan
+        self.window_stats[slot] = 0.0
 
     def set_envelopes(self, table: dict[str, np.ndarray]) -> None:
         """Take the trained ranges of the model being served (stream id -> (2, targets)):

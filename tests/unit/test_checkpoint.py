@@ -240,3 +240,22 @@ def test_a_store_refuses_keys_that_are_reserved_or_repeated() -> None:
         wrong = {**rows, "key": np.array(bad, np.uint64)}
         with pytest.raises(ValueError, match="reserved values or repeated"):
             StateStore(state_size=6, n_targets=2).restore(wrong, now=0.0)
+
+
+def test_window_rows_go_into_the_snapshot_and_must_fit_the_scorer() -> None:
+    store = StateStore(state_size=6, n_targets=2)
+    store.set_window(100)
+    slots = store.assign(["a", "b"], now=0.0)
+    store.window[slots, :3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    store.window_stats[slots, 0] = 3.0
+    rows = store.export()
+    back = StateStore(state_size=6, n_targets=2)
+    back.set_window(100)
+    back.restore(rows, now=1.0)
+    np.testing.assert_array_equal(back.window[back.slot("b"), :3], [4.0, 5.0, 6.0])
+    with pytest.raises(ValueError, match="do not fit this scorer"):
+        back.set_window(200)  # it holds streams now
+    other = StateStore(state_size=6, n_targets=2)  # a scorer without the window test
+    with pytest.raises(ValueError, match="window rows of shape"):
+        other.restore(rows, now=1.0)
+    assert other.window.nbytes == other.window_stats.nbytes == 0  # off: no bytes at all

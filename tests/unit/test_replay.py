@@ -41,14 +41,17 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "data.csv", d / "labels.json"
 
 
-def _engine() -> Engine:
+def _engine(window: int | None = None) -> Engine:
     model = load_model(EXAMPLE)
-    return Engine(model, StateStore(model.spec.state_size), Scorer(warmup=300))
+    return Engine(model, StateStore(model.spec.state_size), Scorer(warmup=300, window=window))
 
 
-def test_replay_gives_what_the_daemon_gives(labelled: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("window", [None, 200])
+def test_replay_gives_what_the_daemon_gives(
+    labelled: tuple[Path, Path], window: int | None
+) -> None:
     rows = read_rows([labelled[0]])
-    verdicts = replay(_engine(), rows, batch_size=333)
+    verdicts = replay(_engine(window), rows, batch_size=333)
     fmt = MessageFormat()
     records = [
         Record("in", 0, i, 0, None, fmt.encode(s, float(t), float(v)))
@@ -60,7 +63,7 @@ def test_replay_gives_what_the_daemon_gives(labelled: tuple[Path, Path]) -> None
         cfg,
         MemorySource(records, batch_size=500),
         sink,
-        _engine(),
+        _engine(window),
         load_model(EXAMPLE).spec,
         Metrics(CollectorRegistry()),
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamwatch.scoring import CALM_MEAN, Scorer, surprise, to_score
+from streamwatch.scoring import CALM_MEAN, Scorer, surprise, to_score, window_threshold
 
 
 def _run(scorer: Scorer, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -253,3 +253,59 @@ def test_a_lasting_excursion_stops_being_flagged() -> None:
     flags = [bool(scorer.outside(np.array([[12.0]]), bounds)[0]) for _ in range(2000)]
     assert flags[0] and not flags[-1]
     assert 100 < flags.index(False) < 1000
+
+
+# -- the window test: Hundman et al.'s nonparametric threshold, causal ------------------------
+
+
+def test_window_threshold_separates_a_burst_from_the_noise_by_hand() -> None:
+    # 90 values alternating 1 and 2 (mean 1.5, sd 0.5), then 10 values of 10 (one sequence)
+    w = np.r_[np.tile([1.0, 2.0], 45), np.full(10, 10.0)][None, :]
+    eps, top = window_threshold(w)
+    # all z from 2.5 to 12 put mean + z sd (mean 2.35, sd 2.55) between 2 and 10 except
+    # where it passes 10 (z >= 3.0): z 2.5 removes the burst, one sequence of 10 values
+    mean, sd = w.mean(), w.std()
+    assert eps[0] == pytest.approx(mean + 2.5 * sd)
+    assert top[0] == 2.0
+    # 15 % of the window high: mean + 2.5 sd (3.1 + 2.5 x 3.6) passes 10 already, so no z
+    # separates anything and the threshold is the ceiling, mean + 12 sd
+    w2 = w.copy()
+    w2[0, 40:45] = 10.0
+    eps2, _ = window_threshold(w2)
+    assert eps2[0] == pytest.approx(w2.mean() + 12.0 * w2.std())
+
+
+def test_window_threshold_sets_none_on_a_flat_or_empty_window() -> None:
+    flat = np.full((1, 50), 3.0)
+    empty = np.full((1, 50), np.nan)
+    eps, _ = window_threshold(np.r_[flat, empty])
+    assert np.isinf(eps).all()
+
+
+def test_window_test_flags_a_sustained_rise_once_it_beats_the_window() -> None:
+    rng = np.random.default_rng(3)
+    scorer = Scorer(warmup=200, window=300)
+    win = np.full((2, 300), np.nan, np.float32)
+    ws = np.zeros((2, 4))
+    misses = np.abs(rng.standard_normal((900, 2)))
+    misses[700:760, 0] += 4.0  # stream 0: a sustained misfit; stream 1: noise only
+    hits = np.array([scorer.window_test(win, ws, m) for m in misses])
+    assert not hits[:700].any()
+    assert hits[700:760, 0].any() and not hits[:, 1].any()
+    # the first readings are the model's start: smoothed, but not in the window
+    assert np.isfinite(win).sum(axis=1).tolist() == [300, 300]
+
+
+def test_window_trigger_is_a_rule_exempt_from_the_novelty_gate() -> None:
+    stats = Scorer(window=100, warmup=0).new_stats(1)
+    scorer = Scorer(window=100, warmup=0, threshold=0.9)
+    for _ in range(50):
+        scorer.update(stats, np.array([1.0]))
+    score, flag = scorer.update(stats, np.array([1.0]), outside=np.array([True]))
+    assert flag[0] and score[0] >= 0.9
+
+
+@pytest.mark.parametrize("bad", [0, 49, -1])
+def test_window_must_be_long_enough(bad: int) -> None:
+    with pytest.raises(ValueError, match=r"scoring\.window"):
+        Scorer(window=bad)
