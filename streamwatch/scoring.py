@@ -164,6 +164,11 @@ def window_threshold(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> bool(1.2 < eps[0] < 9.0), float(top[0])
     (True, 1.2)
     """
+    # One pass sorts every value into the z steps it exceeds (bin b: above z_j for j < b);
+    # per-row sums by bin then give each candidate's counts and moments, and the steps at
+    # which a value starts a run above (after one not above) give its sequence counts.
+    n = len(win)
+    n_z = len(_WINDOW_Z)
     w = win.astype(np.float64)
     filled = np.isfinite(w)
     m = filled.sum(axis=1)
@@ -172,25 +177,39 @@ def window_threshold(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / m
         sd = np.sqrt(np.maximum(total_sq / m - mean * mean, 0.0))
-        best = np.full(len(w), -np.inf)
-        eps = mean + _WINDOW_Z[-1] * sd
-        for z in _WINDOW_Z:
-            e = mean + z * sd
-            above = filled & (w0 >= e[:, None])
-            na = above.sum(axis=1)
-            nb = m - na
-            s_b = total - np.where(above, w0, 0.0).sum(axis=1)
-            ss_b = total_sq - np.where(above, w0 * w0, 0.0).sum(axis=1)
-            mean_b = s_b / nb
-            sd_b = np.sqrt(np.maximum(ss_b / nb - mean_b * mean_b, 0.0))
-            seqs = (above & ~np.roll(above, 1, axis=1)).sum(axis=1)
-            seqs = np.where(above.all(axis=1), 1, seqs)
-            score = ((mean - mean_b) / mean + (sd - sd_b) / sd) / (seqs**2 + na)
-            ok = (na > 0) & (na < 0.5 * m) & (seqs <= _WINDOW_MAX_SEQUENCES) & (score > best)
-            best = np.where(ok, score, best)
-            eps = np.where(ok, e, eps)
-        under = filled & (w0 < eps[:, None])
-        normal_max = np.where(under, w0, 0.0).max(axis=1) if w.shape[1] else np.zeros(len(w))
+        u = (w0 - mean[:, None]) / sd[:, None]
+        steps = np.floor((u - _WINDOW_Z[0]) / (_WINDOW_Z[1] - _WINDOW_Z[0])) + 1
+        b = np.where(filled & np.isfinite(steps), np.clip(steps, 0, n_z), 0).astype(np.int64)
+    rows = np.arange(n)[:, None]
+    flat = (rows * (n_z + 1) + b).ravel()
+    size = n * (n_z + 1)
+
+    def above(weights: np.ndarray | None) -> np.ndarray:
+        per_bin = np.bincount(flat, weights, size).reshape(n, n_z + 1)
+        return np.cumsum(per_bin[:, ::-1], axis=1)[:, ::-1][:, 1:]  # (n, z): bins > j
+
+    na = above(filled.ravel().astype(np.float64))
+    s_a, ss_a = above(w0.ravel()), above((w0 * w0).ravel())
+    prev = np.roll(b, 1, axis=1)  # around the ring
+    rises = (b > prev).ravel()
+    edge = np.broadcast_to(rows * (n_z + 2), b.shape).ravel()
+    d = np.bincount(edge + prev.ravel(), rises, n * (n_z + 2)) - np.bincount(
+        edge + b.ravel(), rises, n * (n_z + 2)
+    )
+    seqs = np.cumsum(d.reshape(n, n_z + 2), axis=1)[:, :n_z]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nb = m[:, None] - na
+        mean_b = (total[:, None] - s_a) / nb
+        sd_b = np.sqrt(np.maximum((total_sq[:, None] - ss_a) / nb - mean_b * mean_b, 0.0))
+        score = ((mean[:, None] - mean_b) / mean[:, None] + (sd[:, None] - sd_b) / sd[:, None]) / (
+            seqs**2 + na
+        )
+        ok = (na > 0) & (na < 0.5 * m[:, None]) & (seqs <= _WINDOW_MAX_SEQUENCES)
+        score = np.where(ok & np.isfinite(score), score, -np.inf)
+    # the first z with the best score (strictly better than all before it), else the last
+    pick = np.where(np.isfinite(score.max(axis=1)), np.argmax(score, axis=1), n_z - 1)
+    eps = mean + _WINDOW_Z[pick] * sd
+    normal_max = np.where(filled & (b <= pick[:, None]), w0, 0.0).max(axis=1, initial=0.0)
     # a window without spread (or nearly empty) sets no threshold: any change would cross it
     eps = np.where((m >= 2) & (sd > 0), eps, np.inf)
     return eps, normal_max

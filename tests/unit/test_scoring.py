@@ -309,3 +309,49 @@ def test_window_trigger_is_a_rule_exempt_from_the_novelty_gate() -> None:
 def test_window_must_be_long_enough(bad: int) -> None:
     with pytest.raises(ValueError, match=r"scoring\.window"):
         Scorer(window=bad)
+
+
+def _window_threshold_by_definition(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, one candidate z at a time over the whole window (slow, plain)."""
+    eps_all, top_all = [], []
+    for row in win.astype(np.float64):
+        filled = np.isfinite(row)
+        v = np.where(filled, row, 0.0)
+        m = filled.sum()
+        mean = v[filled].mean() if m else np.nan
+        sd = v[filled].std() if m else np.nan
+        best, eps = -np.inf, mean + 12.0 * sd
+        for z in np.arange(2.5, 12.01, 0.5):
+            e = mean + z * sd
+            above = filled & (v >= e)
+            na = above.sum()
+            if not 0 < na < 0.5 * m:
+                continue
+            seqs = int((above & ~np.roll(above, 1)).sum())
+            if seqs > 5:
+                continue
+            rest = v[filled & ~above]
+            score = ((mean - rest.mean()) / mean + (sd - rest.std()) / sd) / (seqs**2 + na)
+            if score > best:
+                best, eps = score, e
+        under = filled & (v < eps)
+        top_all.append(v[under].max() if under.any() else 0.0)
+        eps_all.append(eps if m >= 2 and sd > 0 else np.inf)
+    return np.array(eps_all), np.array(top_all)
+
+
+def test_window_threshold_matches_its_definition_on_random_windows() -> None:
+    rng = np.random.default_rng(7)
+    win = np.abs(rng.standard_normal((60, 400))).astype(np.float32)
+    for i in range(60):  # bursts of varied size and number, some across the ring's seam
+        for _ in range(i % 4):
+            at, size = rng.integers(0, 400), rng.integers(1, 30)
+            win[i, np.arange(at, at + size) % 400] += rng.uniform(1, 8)
+    win[50:, 300:] = np.nan  # windows not yet full
+    win[59] = 2.0  # no spread
+    eps, top = window_threshold(win)
+    want_eps, want_top = _window_threshold_by_definition(win)
+    np.testing.assert_allclose(eps, want_eps, rtol=1e-9)
+    finite = np.isfinite(want_eps)
+    np.testing.assert_allclose(top[finite], want_top[finite], rtol=1e-9)
+    assert len({round(float(e), 6) for e in eps[finite]}) > 30  # varied cases, not one
