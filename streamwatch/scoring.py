@@ -56,6 +56,11 @@ least the threshold.  A stream that stays outside pulls its bounds along at the 
 is off by default (``envelope=None``): streams that trend or grow leave their training range
 as a matter of course.  Streams the model was not trained on have no envelope.
 
+A fifth test, the *window* (``window``, off by default), is Hundman et al.'s nonparametric
+dynamic threshold over the stream's last ``window`` smoothed misses, chosen from the past only
+(``Scorer.window_test``, ``window_threshold``): a rule like the envelope, exempt from the gate,
+whose ring of misses costs 4 bytes a stream per reading of window.
+
 With ``hold`` > 0 a stream's anomaly episode stays flagged that many readings after
 its last trigger (causal, like an alert's keep-firing time), so one event is not reported as a
 string of fragments.  Whether flagged readings update the running statistics is an explicit
