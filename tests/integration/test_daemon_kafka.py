@@ -188,15 +188,20 @@ def topics(kafka_bootstrap: str) -> dict[str, str]:
     return names
 
 
-def test_readings_in_anomalies_out_and_restart(
-    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
-) -> None:
-    port = _free_port()
+def _basic_config(
+    tmp_path: Path,
+    bootstrap: str,
+    model_dir: Path,
+    topics: dict[str, str],
+    port: int,
+    extra: str = "",
+) -> Path:
+    """The config of the plain daemon tests (warm-up 100), plus ``extra`` YAML sections."""
     config = tmp_path / "streamwatch.yaml"
     config.write_text(
         f"""
 kafka:
-  bootstrap_servers: "{kafka_bootstrap}"
+  bootstrap_servers: "{bootstrap}"
   input_topics: [{topics["input"]}]
   group_id: {topics["group"]}
   poll_timeout_ms: 200
@@ -205,7 +210,7 @@ model:
 scoring:
   threshold: 0.5
   warmup: 100
-outputs:
+{extra}outputs:
   anomalies_topic: {topics["anomalies"]}
   dead_letter_topic: {topics["dead"]}
 metrics:
@@ -213,6 +218,14 @@ metrics:
   port: {port}
 """
     )
+    return config
+
+
+def test_readings_in_anomalies_out_and_restart(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    config = _basic_config(tmp_path, kafka_bootstrap, model_dir, topics, port)
     first = _readings(0, LENGTH)
     _produce(kafka_bootstrap, topics["input"], first + BAD)
     total = len(first) + len(BAD)
@@ -863,28 +876,13 @@ def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
     offsets, finds them where the snapshot was taken, and flags a spike that comes sooner
     after the restart than the warm-up: without the snapshot it could not."""
     port, state = _free_port(), tmp_path / "state.npz"
-    config = tmp_path / "streamwatch.yaml"
-    config.write_text(
-        f"""
-kafka:
-  bootstrap_servers: "{kafka_bootstrap}"
-  input_topics: [{topics["input"]}]
-  group_id: {topics["group"]}
-  poll_timeout_ms: 200
-model:
-  path: "{model_dir}"
-scoring:
-  threshold: 0.5
-  warmup: 100
-state:
-  checkpoint_path: "{state}"
-outputs:
-  anomalies_topic: {topics["anomalies"]}
-  dead_letter_topic: {topics["dead"]}
-metrics:
-  host: 127.0.0.1
-  port: {port}
-"""
+    config = _basic_config(
+        tmp_path,
+        kafka_bootstrap,
+        model_dir,
+        topics,
+        port,
+        f'state:\n  checkpoint_path: "{state}"\n',
     )
     before = _readings(0, SPIKE_AT - 60)
     _produce(kafka_bootstrap, topics["input"], before)
