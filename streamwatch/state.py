@@ -85,7 +85,7 @@ class StateStore:
         self.owner = np.full(capacity, -1, np.int16)  # the source partition it arrives on
         self.last_ts = np.full(capacity, np.nan)  # the stream's latest reading time (epoch s)
         self.key = np.zeros(capacity, np.uint64)  # the slot's stream id hash; 0: free
-        self._alloc_window(capacity, getattr(self, "window_width", 0))
+        self._alloc_window(capacity, 0)  # the engine shapes it for its scorer (set_window)
 
     def _alloc_window(self, capacity: int, width: int) -> None:
         # the scorer's window test (scoring.window; 0 columns, no bytes, when it is off)
