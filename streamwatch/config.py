@@ -234,18 +234,21 @@ class StateConfig:
     def policy(self) -> TimePolicy:
         return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
 
+    def check_paths(self) -> None:
+        """What only the daemon's own machine can tell, checked as it starts rather than with
+        the rest (``check-config`` runs where the config is written, not where it runs)."""
+        if self.checkpoint_path is None:
+            return
+        where = Path(self.checkpoint_path).parent
+        if not where.is_dir():
+            raise ConfigError("state.checkpoint_path", f"no directory {str(where)!r}")
+        if not os.access(where, os.W_OK):
+            raise ConfigError("state.checkpoint_path", f"directory {str(where)!r} is not writable")
+
     def check(self, path: str) -> None:
         self.policy()  # its ValueErrors name the key; build() turns them into ConfigErrors
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
-        if self.checkpoint_path is not None:
-            where = Path(self.checkpoint_path).parent
-            if not where.is_dir():
-                raise ConfigError(f"{path}.checkpoint_path", f"no directory {str(where)!r}")
-            if not os.access(where, os.W_OK):
-                raise ConfigError(
-                    f"{path}.checkpoint_path", f"directory {str(where)!r} is not writable"
-                )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +87,31 @@ def test_a_damaged_snapshot_is_refused_naming_the_file(tmp_path: Path) -> None:
         checkpoint.read(tmp_path / "none.npz")
 
 
-def test_the_checkpoint_directory_must_exist_and_is_named_by_its_key(tmp_path: Path) -> None:
-    base = {"model": {"path": "m"}, "input": {"source": "file"}}
-    with pytest.raises(ConfigError, match=r"^state\.checkpoint_path: no directory"):
-        parse({**base, "state": {"checkpoint_path": str(tmp_path / "no" / "state.npz")}})
-    cfg = parse({**base, "state": {"checkpoint_path": str(tmp_path / "state.npz")}})
-    assert cfg.state.checkpoint_path == str(tmp_path / "state.npz")
+def test_the_checkpoint_directory_must_exist_when_the_daemon_starts(tmp_path: Path) -> None:
+    """Checked at ``streamwatch run`` only: ``check-config`` runs where the config is written,
+    where the daemon's directory need not exist."""
+    config = tmp_path / "streamwatch.yaml"
+    missing = tmp_path / "no" / "state.npz"
+    config.write_text(
+        f"model: {{path: {tmp_path / 'model'}}}\ninput: {{source: file}}\n"
+        f"state: {{checkpoint_path: {missing}}}\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == ConfigError.exit_code
+    assert f"state.checkpoint_path: no directory '{missing.parent}'" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 # -- the daemon ----------------------------------------------------------------------------------
