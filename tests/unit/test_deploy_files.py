@@ -41,7 +41,7 @@ def test_the_deploy_yaml_files_are_there() -> None:
         "deploy/docker/prometheus.yml",
         "deploy/docker/streamwatch.compose.yaml",
         "deploy/k8s/configmap.yaml",
-        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/statefulset.yaml",
         "deploy/k8s/kustomization.yaml",
         "deploy/k8s/service.yaml",
     }
@@ -208,7 +208,7 @@ def _k8s() -> dict[str, dict[str, Any]]:
 
 
 def _pod() -> dict[str, Any]:
-    spec: dict[str, Any] = _k8s()["Deployment"]["spec"]["template"]["spec"]
+    spec: dict[str, Any] = _k8s()["StatefulSet"]["spec"]["template"]["spec"]
     return spec
 
 
@@ -231,7 +231,8 @@ def _mounted_configmap_file() -> str:
     volumes = {v["name"]: v for v in _pod()["volumes"]}
     files: dict[str, str] = {}
     for mount in _container()["volumeMounts"]:
-        source = volumes[mount["name"]].get("configMap")
+        # a volume claim template's mount has no pod volume of its own
+        source = volumes.get(mount["name"], {}).get("configMap")
         if not source or source["name"] != cm["metadata"]["name"]:
             continue
         assert mount.get("readOnly") is True
@@ -258,7 +259,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert set(kust["resources"]) == manifests
 
 
-def test_deployment_runs_the_configmap_config_and_it_is_valid() -> None:
+def test_the_pods_run_the_configmap_config_and_it_is_valid() -> None:
     cfg = _k8s_config()
     assert cfg.kafka.input_topics
     assert cfg.metrics.host == "0.0.0.0"  # probes and Prometheus come from outside the pod
@@ -279,14 +280,14 @@ def test_probes_and_scraping_use_the_metrics_port() -> None:
         assert probe["httpGet"]["path"] == path
         assert _port(probe["httpGet"]["port"]) == port, name
     assert port in [p["containerPort"] for p in container["ports"]]
-    deployment = _k8s()["Deployment"]
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    workload = _k8s()["StatefulSet"]
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port)
     service = _k8s()["Service"]
     (sport,) = service["spec"]["ports"]
     assert _port(sport["targetPort"]) == port
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
 
 
@@ -299,9 +300,20 @@ def test_model_comes_from_the_read_only_claim() -> None:
     assert claim["claimName"] == "streamwatch-models"
 
 
+def test_each_replica_writes_its_state_snapshot_to_its_own_volume() -> None:
+    snapshot = Path(_k8s_config().state.checkpoint_path or "")
+    (mount,) = [m for m in _container()["volumeMounts"] if snapshot.parent == Path(m["mountPath"])]
+    assert not mount.get("readOnly")
+    claims = {
+        t["metadata"]["name"]: t for t in _k8s()["StatefulSet"]["spec"]["volumeClaimTemplates"]
+    }
+    assert claims[mount["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert mount["name"] not in {v["name"] for v in _pod()["volumes"]}  # not a shared volume
+
+
 def test_pods_run_locked_down_and_drain_in_time() -> None:
-    deployment = _k8s()["Deployment"]
-    assert deployment["spec"]["replicas"] == 2
+    workload = _k8s()["StatefulSet"]
+    assert workload["spec"]["replicas"] == 2
     pod = _pod()
     assert pod["securityContext"]["runAsNonRoot"] is True
     security = _container()["securityContext"]
