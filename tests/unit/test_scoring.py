@@ -355,3 +355,14 @@ def test_window_threshold_matches_its_definition_on_random_windows() -> None:
     finite = np.isfinite(want_eps)
     np.testing.assert_allclose(top[finite], want_top[finite], rtol=1e-9)
     assert len({round(float(e), 6) for e in eps[finite]}) > 30  # varied cases, not one
+
+
+def test_the_window_is_configured_by_its_key() -> None:
+    from streamwatch.config import parse
+    from streamwatch.errors import ConfigError
+
+    base = {"model": {"path": "m"}, "input": {"source": "file"}}
+    assert parse({**base, "scoring": {"window": 2100}}).scoring.scorer().window == 2100
+    assert parse(base).scoring.scorer().window is None  # off by default
+    with pytest.raises(ConfigError, match=r"^scoring\.window: must be >= 50 or null$"):
+        parse({**base, "scoring": {"window": 10}})
