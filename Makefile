@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv tools test lint pytest demo example-model kafka-start kafka-stop kafka-status clean
+.PHONY: venv tools test lint pytest demo example-model gutentag-suite kafka-start kafka-stop kafka-status clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -48,6 +48,15 @@ example-model: venv
 	$(BIN)/streamwatch generate --streams 200 --length 4032 --anomalies-per-stream 0 --seed 1 \
 		--out .build/example-history.csv
 	$(BIN)/streamwatch train --config models/example.train.yaml
+
+# The held-out GutenTAG suite for bench/quality_gutentag.py.  GutenTAG pins SciPy and brings
+# heavy dependencies, so it gets a venv of its own, apart from streamwatch's.
+GT_VENV := .build/gutentag-venv
+gutentag-suite:
+	test -x $(GT_VENV)/bin/python || $(PYTHON) -m venv $(GT_VENV)
+	$(GT_VENV)/bin/pip install --quiet timeeval-gutenTAG==1.5.0
+	$(GT_VENV)/bin/python bench/gutentag_suite.py --seed 7 --out .build/gutentag/suite-seed7.npz
+	$(GT_VENV)/bin/python bench/gutentag_suite.py --seed 8 --out .build/gutentag/suite-seed8.npz
 
 kafka-start: venv
 	$(BIN)/python deploy/kafka/localkafka.py start
