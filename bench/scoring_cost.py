@@ -13,6 +13,7 @@ chosen anew every 10 readings of a stream, and the figure is the average over th
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -22,7 +23,7 @@ from streamwatch.engine import Engine
 from streamwatch.model.artifact import ModelSpec, sha256_bytes
 from streamwatch.model.runtime import OnnxForecaster
 from streamwatch.normalize import Normalizer
-from streamwatch.scoring import Scorer
+from streamwatch.scoring import _WINDOW_SPAN, Scorer
 from streamwatch.state import StateStore
 from streamwatch.train.export import export_onnx
 from streamwatch.train.module import Forecaster
@@ -35,6 +36,23 @@ def per_reading(fn, rows: int, seconds: float = 2.0) -> float:
         fn()
         n += 1
     return (time.perf_counter() - start) / n / rows * 1e6
+
+
+def misses(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
+    """Windows like the daemon's: heavy-tailed misses smoothed as the window test smooths
+    them, with a burst in every third row (what the threshold is there to cut off)."""
+    raw = np.abs(rng.standard_t(3, (rows, width + 500)))
+    a = 2.0 / (_WINDOW_SPAN + 1.0)
+    smooth = np.empty_like(raw)
+    smooth[:, 0] = raw[:, 0]
+    for i in range(1, raw.shape[1]):
+        smooth[:, i] = smooth[:, i - 1] + a * (raw[:, i] - smooth[:, i - 1])
+    win = smooth[:, 500:]
+    for r in range(0, rows, 3):
+        length = int(rng.integers(3, width // 10))
+        start = int(rng.integers(0, width - length))
+        win[r, start : start + length] += rng.uniform(0.5, 5.0)
+    return win.astype(np.float32)
 
 
 def main() -> None:
@@ -59,15 +77,22 @@ def main() -> None:
     errors = np.abs(rng.standard_normal(b))
     engine = Engine(model, StateStore.for_model(spec), scorer)
     ids = [f"s{i}" for i in range(b)]
-    values = rng.normal(100, 5, b)
+    # noisy readings, so that the misses vary; the streams are taken past warm-up and past
+    # their first window before the engine is timed (a filling ring is not the steady state)
+    values = itertools.cycle(rng.normal(100, 5, (97, b)))
+    for _ in range(max(scorer.warmup, (args.window or 0) + 200)):
+        engine.process(ids, next(values), 0.0)
     model_us = per_reading(lambda: model.step(x, state), b)
     score_us = per_reading(lambda: scorer.update(stats, errors), b)
-    engine_us = per_reading(lambda: engine.process(ids, values, 0.0), b)
+    engine_us = per_reading(lambda: engine.process(ids, next(values), 0.0), b)
     if args.window:
-        win = rng.random((b, args.window)).astype(np.float32)
+        win = misses(rng, b, args.window)
         wstats = np.zeros((b, 4))
-        wstats[:, 0] = 1000  # past warm-up, window full
-        window_us = per_reading(lambda: scorer.window_test(win, wstats, errors), b)
+        # past warm-up, window full; streams' counts staggered as in the daemon, so that a
+        # tenth of the batch chooses its threshold at each call
+        wstats[:, 0] = 1000 + np.arange(b) % 10
+        at = np.arange(b)
+        window_us = per_reading(lambda: scorer.window_test(win, at, wstats, errors), b)
     print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
     print(f"  model step (onnxruntime)     {model_us:6.3f}")
     print(f"  scoring (all tests, update) {score_us:6.3f}  = {score_us / model_us:.2f} x the model")

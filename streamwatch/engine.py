@@ -204,9 +204,9 @@ class Engine:
             outside = self.scorer.outside(x, bounds)
             store.envelope[s] = bounds
         if self.scorer.window is not None:
-            win, wstats = store.window[s], store.window_stats[s].astype(np.float64)
-            over = self.scorer.window_test(win, wstats, raw)
-            store.window[s], store.window_stats[s] = win, wstats
+            wstats = store.window_stats[s].astype(np.float64)
+            over = self.scorer.window_test(store.window, s, wstats, raw)
+            store.window_stats[s] = wstats
             outside = over if outside is None else outside | over
         score, flag = self.scorer.update(score_stats, error, raw, outside)
         store.scores[s] = score_stats

@@ -169,37 +169,46 @@ def window_threshold(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> bool(1.2 < eps[0] < 9.0), float(top[0])
     (True, 1.2)
     """
-    # One pass sorts every value into the z steps it exceeds (bin b: above z_j for j < b);
-    # per-row sums by bin then give each candidate's counts and moments, and the steps at
-    # which a value starts a run above (after one not above) give its sequence counts.
-    n = len(win)
+    # Only the values above the lowest step move a candidate's counts, and in a window of
+    # misses they are few: the dense passes over the window are the moments, one comparison
+    # and one max; binning, run counting and the per-candidate sums touch the few alone.
+    n, width = win.shape
     n_z = len(_WINDOW_Z)
     w = win.astype(np.float64)
     filled = np.isfinite(w)
-    m = filled.sum(axis=1)
-    w0 = np.where(filled, w, 0.0)
+    if filled.all():  # the usual case once a stream is past its first window
+        m, w0 = np.full(n, width), w  # w is a copy already (astype)
+    else:
+        m, w0 = filled.sum(axis=1), np.where(filled, w, 0.0)
     total, total_sq = w0.sum(axis=1), (w0 * w0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / m
         sd = np.sqrt(np.maximum(total_sq / m - mean * mean, 0.0))
-        u = (w0 - mean[:, None]) / sd[:, None]
-        steps = np.floor((u - _WINDOW_Z[0]) / (_WINDOW_Z[1] - _WINDOW_Z[0])) + 1
-        b = np.where(filled & np.isfinite(steps), np.clip(steps, 0, n_z), 0).astype(np.int64)
-    rows = np.arange(n)[:, None]
-    flat = (rows * (n_z + 1) + b).ravel()
+        # a margin under the lowest step, so that the exact test below decides the edge
+        lo = mean + (_WINDOW_Z[0] - 0.01) * sd
+        r, c = np.divmod(np.flatnonzero(w > lo[:, None]), width)
+        v = w0[r, c]
+        steps = np.floor(((v - mean[r]) / sd[r] - _WINDOW_Z[0]) / (_WINDOW_Z[1] - _WINDOW_Z[0])) + 1
+        b = np.where(np.isfinite(steps), np.clip(steps, 0, n_z), 0).astype(np.int64)
+    keep = b > 0
+    r, c, v, b = r[keep], c[keep], v[keep], b[keep]
+    flat = r * (n_z + 1) + b
     size = n * (n_z + 1)
 
     def above(weights: np.ndarray | None) -> np.ndarray:
         per_bin = np.bincount(flat, weights, size).reshape(n, n_z + 1)
         return np.cumsum(per_bin[:, ::-1], axis=1)[:, ::-1][:, 1:]  # (n, z): bins > j
 
-    na = above(filled.ravel().astype(np.float64))
-    s_a, ss_a = above(w0.ravel()), above((w0 * w0).ravel())
-    prev = np.roll(b, 1, axis=1)  # around the ring
-    rises = (b > prev).ravel()
-    edge = np.broadcast_to(rows * (n_z + 2), b.shape).ravel()
-    d = np.bincount(edge + prev.ravel(), rises, n * (n_z + 2)) - np.bincount(
-        edge + b.ravel(), rises, n * (n_z + 2)
+    na, s_a, ss_a = above(None), above(v), above(v * v)
+    # runs: a value starts one at each step between its predecessor's bin and its own
+    # (around the ring: a run across the seam counts once)
+    dense = np.zeros((n, width), np.int8)
+    dense[r, c] = b
+    prev = dense[r, c - 1].astype(np.int64)  # c - 1 = -1: the ring's last column
+    rises = b > prev
+    edge = r[rises] * (n_z + 2)
+    d = np.bincount(edge + prev[rises], None, n * (n_z + 2)) - np.bincount(
+        edge + b[rises], None, n * (n_z + 2)
     )
     seqs = np.cumsum(d.reshape(n, n_z + 2), axis=1)[:, :n_z]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -214,7 +223,12 @@ def window_threshold(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # the first z with the best score (strictly better than all before it), else the last
     pick = np.where(np.isfinite(score.max(axis=1)), np.argmax(score, axis=1), n_z - 1)
     eps = mean + _WINDOW_Z[pick] * sd
-    normal_max = np.where(filled & (b <= pick[:, None]), w0, 0.0).max(axis=1, initial=0.0)
+    # the largest value under the threshold: of those below the lowest step, and of the
+    # values above it whose step is at most the one picked
+    w0[r, c] = 0.0
+    normal_max = w0.max(axis=1, initial=0.0)
+    under = b <= pick[r]
+    np.maximum.at(normal_max, r[under], v[under])
     # a window without spread (or nearly empty) sets no threshold: any change would cross it
     eps = np.where((m >= 2) & (sd > 0), eps, np.inf)
     return eps, normal_max
@@ -260,18 +274,22 @@ class Scorer:
         """Per-stream columns the window test keeps (0: off)."""
         return self.window or 0
 
-    def window_test(self, win: np.ndarray, wstats: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def window_test(
+        self, win: np.ndarray, at: np.ndarray, wstats: np.ndarray, raw: np.ndarray
+    ) -> np.ndarray:
         """Hundman et al.'s nonparametric dynamic threshold (KDD 2018), made causal.
 
         Each stream keeps its last ``window`` smoothed raw misses (an EWMA of span
-        ``_WINDOW_SPAN``) in ``win`` (n, window; a ring, NaN where not yet filled) and in
-        ``wstats`` (n, 4) the count, the smoothed miss, the threshold and the largest miss
+        ``_WINDOW_SPAN``) in row ``at[i]`` of ``win`` (the store's rings, window wide, NaN
+        where not yet filled: written in place, never gathered whole) and in ``wstats``
+        (n, 4) the count, the smoothed miss, the threshold and the largest miss
         under it.  Every ``_WINDOW_EVERY`` readings the threshold is chosen anew from the
         window alone: of mean + z x sd for z in 2.5..12, the one whose removal of the errors
         above it cuts the mean and the sd the most, per error and per sequence of errors
         removed (``window_threshold``).  A reading triggers when its smoothed miss is over the
         threshold and beats the largest miss under it by the novelty margin (Telemanom's
-        pruning), after warm-up.  Both arrays are updated in place; returns the triggers."""
+        pruning), after warm-up.  ``win`` and ``wstats`` are updated in place (``at`` must not
+        repeat a row: one reading per stream per call); returns the triggers."""
         valid = np.isfinite(raw)
         count = wstats[:, 0].copy()
         a = 2.0 / (_WINDOW_SPAN + 1.0)
@@ -289,7 +307,7 @@ class Scorer:
         # stream's: they are smoothed, but kept out of the window (as from the novelty bars)
         rows = np.flatnonzero(valid & (count >= _SETTLE))
         pos = ((count[rows] - _SETTLE) % win.shape[1]).astype(np.int64)
-        win[rows, pos] = smooth[rows]
+        win[at[rows], pos] = smooth[rows]
         # the count stays small enough for float32 to keep it exact: past warm-up it wraps
         # by a whole number of rings and of threshold periods, keeping its place in both
         cycle = win.shape[1] * _WINDOW_EVERY
@@ -299,7 +317,7 @@ class Scorer:
         wstats[:, 1] = smooth
         due = rows[((count[rows] - _SETTLE) % _WINDOW_EVERY) == 0]
         if len(due):
-            eps, normal_max = window_threshold(win[due])
+            eps, normal_max = window_threshold(win[at[due]])
             wstats[due, 2], wstats[due, 3] = eps, normal_max
         return hit
 

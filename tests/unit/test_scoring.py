@@ -289,11 +289,26 @@ def test_window_test_flags_a_sustained_rise_once_it_beats_the_window() -> None:
     ws = np.zeros((2, 4))
     misses = np.abs(rng.standard_normal((900, 2)))
     misses[700:760, 0] += 4.0  # stream 0: a sustained misfit; stream 1: noise only
-    hits = np.array([scorer.window_test(win, ws, m) for m in misses])
+    at = np.arange(2)
+    hits = np.array([scorer.window_test(win, at, ws, m) for m in misses])
     assert not hits[:700].any()
     assert hits[700:760, 0].any() and not hits[:, 1].any()
     # the first readings are the model's start: smoothed, but not in the window
     assert np.isfinite(win).sum(axis=1).tolist() == [300, 300]
+
+
+def test_window_test_writes_the_store_rows_it_is_given_in_place() -> None:
+    # the engine passes the store's whole ring array and the batch's rows, not a gathered copy
+    scorer = Scorer(warmup=0, window=60)
+    win = np.full((5, 60), np.nan, np.float32)
+    ws = np.zeros((2, 4))
+    at = np.array([3, 1])
+    for i in range(200):
+        scorer.window_test(win, at, ws, np.array([1.0 + i % 3, 2.0]))
+    assert np.isnan(win[[0, 2, 4]]).all()
+    assert np.isfinite(win[[1, 3]]).all()
+    assert win[3].std() > 0 and win[1].std() == 0  # row 3 holds stream 0's varied misses
+    assert np.isfinite(ws[0, 2]) and np.isinf(ws[1, 2])  # a flat window sets no threshold
 
 
 def test_window_trigger_is_a_rule_exempt_from_the_novelty_gate() -> None:
