@@ -5,9 +5,10 @@
 
 Times, one thread: the ONNX Runtime step of an LSTM 1 x hidden for a batch; the scorer's
 update (all tests, statistics folded in) for the same batch; and the engine's whole wave
-(gather, normalise, step, score, scatter), in microseconds per reading.  With ``--window``, the
-scorer runs the window test too (``scoring.window``), timed apart as well: its threshold is
-chosen anew every 10 readings of a stream, and the figure is the average over those 10.
+(gather, normalise, step, score, scatter), in microseconds per reading, its streams past warm-up
+(and past their first window).  With ``--window``, the scorer runs the window test too
+(``scoring.window``), timed apart as well over windows of heavy-tailed smoothed misses: a stream's
+threshold is chosen anew every 10 of its readings, a tenth of the batch at each call.
 """
 
 from __future__ import annotations
