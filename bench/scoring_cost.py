@@ -86,13 +86,17 @@ def main() -> None:
     model_us = per_reading(lambda: model.step(x, state), b)
     score_us = per_reading(lambda: scorer.update(stats, errors), b)
     engine_us = per_reading(lambda: engine.process(ids, next(values), 0.0), b)
+    waves = []  # one wave at a time: how even the cost is from one batch to the next
+    for _ in range(1000):
+        start = time.perf_counter()
+        engine.process(ids, next(values), 0.0)
+        waves.append(time.perf_counter() - start)
+    wave_ms = np.percentile(np.array(waves) * 1e3, [50, 99, 100])
     if args.window:
         win = misses(rng, b, args.window)
         wstats = np.zeros((b, 4))
-        # past warm-up, window full; streams' counts staggered as in the daemon, so that a
-        # tenth of the batch chooses its threshold at each call
-        wstats[:, 0] = 1000 + np.arange(b) % 10
-        at = np.arange(b)
+        wstats[:, 0] = 1000  # past warm-up, window full
+        at = np.arange(b)  # store rows: their phases make a tenth of the batch choose per call
         window_us = per_reading(lambda: scorer.window_test(win, at, wstats, errors), b)
     print(f"batch {b}, LSTM 1x{args.hidden}, one thread, microseconds per reading:")
     print(f"  model step (onnxruntime)     {model_us:6.3f}")
@@ -105,6 +109,10 @@ def main() -> None:
     print(
         f"  whole engine wave            {engine_us:6.3f}  (gather, normalise, step, score, "
         "scatter)"
+    )
+    print(
+        f"one wave of {b} streams, ms: median {wave_ms[0]:.3f}  p99 {wave_ms[1]:.3f}  "
+        f"max {wave_ms[2]:.3f}"
     )
 
 

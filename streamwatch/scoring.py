@@ -283,7 +283,8 @@ class Scorer:
         ``_WINDOW_SPAN``) in row ``at[i]`` of ``win`` (the store's rings, window wide, NaN
         where not yet filled: written in place, never gathered whole) and in ``wstats``
         (n, 4) the count, the smoothed miss, the threshold and the largest miss
-        under it.  Every ``_WINDOW_EVERY`` readings the threshold is chosen anew from the
+        under it.  Every ``_WINDOW_EVERY`` readings (at a phase set by the stream's row, so
+        that the streams of a batch take turns) the threshold is chosen anew from the
         window alone: of mean + z x sd for z in 2.5..12, the one whose removal of the errors
         above it cuts the mean and the sd the most, per error and per sequence of errors
         removed (``window_threshold``).  A reading triggers when its smoothed miss is over the
@@ -296,13 +297,11 @@ class Scorer:
         smooth = np.where(count == 0, raw, wstats[:, 1] + a * (raw - wstats[:, 1]))
         smooth = np.where(valid, smooth, wstats[:, 1])
         k = 1.0 + (self.novelty or 0.0)
+        # armed once warm and once a threshold has been chosen (by _SETTLE + _WINDOW_EVERY
+        # readings): before that the stored one is 0, which every miss would beat
+        armed = count >= max(self.warmup, _SETTLE + _WINDOW_EVERY)
         with np.errstate(invalid="ignore"):
-            hit = (
-                valid
-                & (count >= self.warmup)
-                & (smooth > wstats[:, 2])
-                & (smooth > k * wstats[:, 3])
-            )
+            hit = valid & armed & (smooth > wstats[:, 2]) & (smooth > k * wstats[:, 3])
         # the first _SETTLE misses are the model's start from an empty state, not the
         # stream's: they are smoothed, but kept out of the window (as from the novelty bars)
         rows = np.flatnonzero(valid & (count >= _SETTLE))
@@ -315,7 +314,9 @@ class Scorer:
         wrap = max(self.warmup, _SETTLE) + 2 * cycle
         wstats[:, 0] = np.where(count >= wrap, count - cycle, count)
         wstats[:, 1] = smooth
-        due = rows[((count[rows] - _SETTLE) % _WINDOW_EVERY) == 0]
+        # each store row keeps its own phase, so that streams which started together do not
+        # all choose their thresholds in the same batch (the cost stays even across batches)
+        due = rows[((count[rows] - _SETTLE + at[rows]) % _WINDOW_EVERY) == 0]
         if len(due):
             eps, normal_max = window_threshold(win[at[due]])
             wstats[due, 2], wstats[due, 3] = eps, normal_max

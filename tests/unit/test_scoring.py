@@ -311,6 +311,30 @@ def test_window_test_writes_the_store_rows_it_is_given_in_place() -> None:
     assert np.isfinite(ws[0, 2]) and np.isinf(ws[1, 2])  # a flat window sets no threshold
 
 
+def test_window_test_is_not_armed_before_its_first_threshold_even_without_warmup() -> None:
+    scorer = Scorer(warmup=0, window=100)
+    win = np.full((1, 100), np.nan, np.float32)
+    ws = np.zeros((1, 4))
+    hits = [scorer.window_test(win, np.arange(1), ws, np.array([1.0]))[0] for _ in range(300)]
+    assert not any(hits)  # a steady miss: nothing to flag, also before a threshold exists
+
+
+def test_window_streams_take_turns_choosing_their_thresholds() -> None:
+    # 40 streams that start together: each wave re-chooses the thresholds of a tenth of them,
+    # not of all of them every tenth wave
+    rng = np.random.default_rng(1)
+    scorer = Scorer(warmup=0, window=100)
+    win = np.full((40, 100), np.nan, np.float32)
+    ws = np.zeros((40, 4))
+    at = np.arange(40)
+    chosen = []
+    for _ in range(400):
+        before = ws[:, 2].copy()
+        scorer.window_test(win, at, ws, np.abs(rng.standard_normal(40)))
+        chosen.append(int((ws[:, 2] != before).sum()))
+    assert chosen[-100:] == [4] * 100
+
+
 def test_window_trigger_is_a_rule_exempt_from_the_novelty_gate() -> None:
     stats = Scorer(window=100, warmup=0).new_stats(1)
     scorer = Scorer(window=100, warmup=0, threshold=0.9)
