@@ -4,10 +4,11 @@
 Usage::
 
     python deploy/kafka/localkafka.py fetch            # resolve the broker jars with mvn (cached)
-    python deploy/kafka/localkafka.py start [--dir D] [--override KEY=VALUE ...]
-                                                       # format, start, wait; prints bootstrap
+    python deploy/kafka/localkafka.py start [--dir D] [--fresh] [--override KEY=VALUE ...]
+                                                       # (re)start, wait; prints bootstrap
     python deploy/kafka/localkafka.py status [--dir D]
-    python deploy/kafka/localkafka.py stop [--dir D]
+    python deploy/kafka/localkafka.py stop [--dir D]    # controlled shutdown; keeps the data
+    python deploy/kafka/localkafka.py kill [--dir D]    # SIGKILL, for fault tests; keeps it too
 
 The jars come from Maven Central through ``pom.xml`` beside this file and are cached in
 ``deploy/kafka/.cache/lib-<version>/`` (gitignored), reused when present.  The broker's state
@@ -17,6 +18,17 @@ Kafka's own ``kafka-server-start.sh`` takes it) sets a server property over the 
 written here, e.g. ``--override auto.create.topics.enable=false`` for a broker that, like many
 production ones, does not create topics on first use.
 
+``start`` restarts by default: where the run directory holds a broker that was formatted
+(``data/meta.properties`` and ``server.properties``) and none runs, the broker comes back as it
+was, with its server.properties (so on the same ports, every listener's), its data (topics,
+records, committed offsets, SCRAM credentials) and its TLS material, after a ``stop`` or a
+``kill`` alike; ``--override`` is then applied to its server.properties, where it stays.  A
+port that something else holds by then is an error naming it, never a silent move.  Where the
+run directory holds no formatted broker, and always with ``--fresh``, the start is fresh: the
+data is wiped, new free ports are picked, the storage is formatted (with the SCRAM user) and new
+TLS material is made.  ``stop`` (controlled shutdown) and ``kill`` (SIGKILL, for fault tests)
+both keep the data; ``make clean`` or ``--fresh`` drop it.
+
 Beside the plain listener (address in ``bootstrap``) it opens, each on its own free port with
 its address in a file of the run directory:
 
@@ -25,7 +37,7 @@ its address in a file of the run directory:
     ``bootstrap-sasl-ssl``  SASL_SSL, PLAIN and SCRAM-SHA-256
     ``bootstrap-mtls``      SSL with ``ssl.client.auth=required`` (mutual TLS)
 
-Every start makes fresh TLS material in ``tls/`` of the run directory: a throwaway CA, whose
+A fresh start makes new TLS material in ``tls/`` of the run directory: a throwaway CA, whose
 key is deleted once it has signed; ``ca.pem`` for clients to trust; the broker's PKCS12
 keystore (certificate for 127.0.0.1 and localhost) and truststore; and a client certificate
 for the mTLS listener, ``client.pem`` with its key ``client-key.pem`` and the same key
@@ -271,6 +283,8 @@ class LocalKafka:
     def __init__(self, run_dir: Path | str = DEFAULT_RUN_DIR) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.pid_file = self.run_dir / "broker.pid"
+        self.props_file = self.run_dir / "server.properties"
+        self.data_dir = self.run_dir / "data"
         self.bootstrap_file = self.run_dir / "bootstrap"
         self.listener_files = {name: self.run_dir / f for name, (_, f) in LISTENERS.items()}
         self.sasl_bootstrap_file = self.listener_files["SASL_PLAINTEXT"]
@@ -285,13 +299,17 @@ class LocalKafka:
     def pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if _alive(pid) else None  # a broker that died unreaped is not running
 
     def bootstrap(self) -> str | None:
         return self.bootstrap_file.read_text().strip() if self.bootstrap_file.exists() else None
+
+    def formatted(self) -> bool:
+        """True when the run directory holds a broker to restart: formatted storage and the
+        server.properties it was formatted with."""
+        return (self.data_dir / "meta.properties").exists() and self.props_file.exists()
 
     def status(self) -> str:
         pid, bootstrap = self.pid(), self.bootstrap()
@@ -316,33 +334,83 @@ class LocalKafka:
         port: int | None = None,
         timeout: float = 90.0,
         overrides: Mapping[str, str] | None = None,
+        fresh: bool = False,
     ) -> str:
         """Start the broker unless it already runs; return its bootstrap address.
-        ``overrides``: server properties set over the defaults (a running broker keeps its own)."""
-        if self.pid() is not None and self.bootstrap():
-            return self.bootstrap()  # type: ignore[return-value]
+
+        A formatted broker in the run directory is restarted as it was (its ports, data and TLS
+        material; ``port``, if given, must be its own); ``fresh``, or a run directory without
+        one, wipes the data and starts anew (see the module docstring).  ``overrides``: server
+        properties set over the defaults, or over a restarted broker's own properties (a
+        running broker keeps its own)."""
+        running = self.pid()
+        if running is not None:
+            if fresh:
+                raise RuntimeError(
+                    f"a broker runs in {self.run_dir} (pid {running}): stop it before a fresh start"
+                )
+            if self.bootstrap():
+                return self.bootstrap()  # type: ignore[return-value]
+            raise RuntimeError(
+                f"a broker runs in {self.run_dir} (pid {running}) but is not ready "
+                f"(starting, or a start that failed): stop it first; see {self.log_file}"
+            )
         lib = fetch()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        port = port or free_port()
-        controller_port = free_port()
-        ports = {name: free_port() for name in LISTENERS}
-        data = self.run_dir / "data"
-        if data.exists():
-            shutil.rmtree(data)  # a fresh log dir every start: this is a scratch broker
-        props = self.run_dir / "server.properties"
-        text = _server_properties(port, controller_port, ports, data, self.tls_dir)
-        props.write_text(_override(text, overrides or {}))
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
-        classpath = f"{lib}/*"
         base = [
             java(),
             "-Xms256m",
             "-Xmx768m",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
-            classpath,
+            f"{lib}/*",
         ]
+        if fresh or not self.formatted():
+            ports = self._format(base, port, overrides or {})
+        else:
+            ports = self._reuse(port, overrides or {})
+        with self.log_file.open("ab") as out:
+            # KAFKA_OPTS: extra JVM flags for the broker, as Kafka's own start script takes them
+            extra = shlex.split(os.environ.get("KAFKA_OPTS", ""))
+            cmd = [*base[:1], *_BROKER_JVM, *extra, *base[1:], "kafka.Kafka", str(self.props_file)]
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the caller's terminal does not hit the broker
+            )
+        self._proc = proc
+        self.pid_file.write_text(str(proc.pid))
+        bootstrap = f"127.0.0.1:{ports['PLAINTEXT']}"
+        # A restart recovers the log first (longer after a kill): the same generous deadline.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {proc.returncode}; see {self.log_file}")
+            if broker_ready(ports["PLAINTEXT"]):
+                for name, path in self.listener_files.items():
+                    if name in ports:
+                        path.write_text(f"127.0.0.1:{ports[name]}\n")
+                self.bootstrap_file.write_text(bootstrap + "\n")
+                return bootstrap
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"broker not ready after {timeout:.0f}s; see {self.log_file}")
+
+    def _format(
+        self, base: list[str], port: int | None, overrides: Mapping[str, str]
+    ) -> dict[str, int]:
+        """A fresh broker: wiped data, free ports, formatted storage, new TLS material.
+        Returns the listeners' ports by name."""
+        ports = {"PLAINTEXT": port or free_port(), "CONTROLLER": free_port()}
+        ports.update((name, free_port()) for name in LISTENERS)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        text = _server_properties(ports, self.data_dir, self.tls_dir)
+        self.props_file.write_text(_override(text, overrides))
         cluster_id = "-"
         while cluster_id.startswith("-"):  # a leading '-' would read as a command-line option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -361,7 +429,7 @@ class LocalKafka:
                     "-t",
                     cluster_id,
                     "-c",
-                    str(props),
+                    str(self.props_file),
                     "--add-scram",
                     f"SCRAM-SHA-256=[name={SASL_USER},password={SASL_PASSWORD}]",
                 ],
@@ -370,47 +438,78 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
             )
             tls.result()
-        with self.log_file.open("ab") as out:
-            # KAFKA_OPTS: extra JVM flags for the broker, as Kafka's own start script takes them
-            extra = shlex.split(os.environ.get("KAFKA_OPTS", ""))
-            proc = subprocess.Popen(
-                [*base[:1], *_BROKER_JVM, *extra, *base[1:], "kafka.Kafka", str(props)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the caller's terminal does not hit the broker
+        return ports
+
+    def _reuse(self, port: int | None, overrides: Mapping[str, str]) -> dict[str, int]:
+        """The formatted broker as it was: its server.properties (``overrides`` applied), data
+        and TLS material.  Returns the listeners' ports by name, each checked to be free."""
+        text = self.props_file.read_text()
+        if overrides:
+            text = _override(text, overrides)
+            self.props_file.write_text(text)
+        props = _properties(text)
+        ports = _listener_ports(props.get("listeners", ""))
+        if "PLAINTEXT" not in ports:
+            raise RuntimeError(f"{self.props_file}: no PLAINTEXT listener; start --fresh")
+        if port and port != ports["PLAINTEXT"]:
+            raise RuntimeError(
+                f"the broker in {self.run_dir} listens on port {ports['PLAINTEXT']}, and a "
+                f"restart keeps its ports: start --fresh for port {port}"
             )
-        self._proc = proc
-        self.pid_file.write_text(str(proc.pid))
-        bootstrap = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"broker exited with {proc.returncode}; see {self.log_file}")
-            if broker_ready(port):
-                for name, path in self.listener_files.items():
-                    path.write_text(f"127.0.0.1:{ports[name]}\n")
-                self.bootstrap_file.write_text(bootstrap + "\n")
-                return bootstrap
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"broker not ready after {timeout:.0f}s; see {self.log_file}")
+        if Path(props.get("log.dirs", "")) != self.data_dir:
+            raise RuntimeError(
+                f"{self.props_file}: log.dirs is {props.get('log.dirs')!r}, not {self.data_dir} "
+                "(a run directory moved or copied?): start --fresh"
+            )
+        stores = [
+            Path(props.get(f"ssl.{kind}.location", "")) for kind in ("keystore", "truststore")
+        ]
+        missing = [str(store) for store in stores if not store.is_file()]
+        if missing:
+            raise RuntimeError(f"TLS material missing: {', '.join(missing)}; start --fresh")
+        for name, number in ports.items():
+            if not _port_free(number):
+                raise RuntimeError(
+                    f"port {number} ({name} listener of the broker in {self.run_dir}) is in use "
+                    "by another process: free it, or start --fresh for new ports"
+                )
+        absent = [name for name in LISTENERS if name not in ports]
+        if absent:  # a run directory from an older localkafka.py
+            log(f"this broker has no {', '.join(absent)} listener: start --fresh for one that has")
+        with self.log_file.open("ab") as out:
+            out.write(f"[localkafka] restart at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        return ports
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the broker (controlled shutdown, then kill); True if one was running."""
+        """Stop the broker (controlled shutdown, then kill); True if one was running.  The
+        data stays for the next start."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self, timeout: float = 30.0) -> bool:
+        """Kill the broker at once (SIGKILL: no controlled shutdown, as a crash or a lost
+        machine); True if one was running.  The data stays: the next start recovers the log."""
+        return self._end(signal.SIGKILL, timeout)
+
+    def _end(self, sig: signal.Signals, timeout: float) -> bool:
         pid = self.pid()
         self.bootstrap_file.unlink(missing_ok=True)
         for path in self.listener_files.values():
             path.unlink(missing_ok=True)
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
+            if self._proc is not None:  # died by itself: reap it
+                self._proc.wait(timeout=10)
+                self._proc = None
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10  # SIGKILL cannot be ignored: gone (ports freed) soon
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
         if self._proc is not None:
             self._proc.wait(timeout=10)  # reap our own child
             self._proc = None
@@ -444,6 +543,33 @@ def _override(properties: str, overrides: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _properties(text: str) -> dict[str, str]:
+    """The KEY=VALUE lines of a properties file as this module writes it (no continuations)."""
+    pairs = (line.partition("=") for line in text.splitlines() if not line.startswith("#"))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def _listener_ports(listeners: str) -> dict[str, int]:
+    """``NAME://host:port,...`` (the ``listeners`` property) -> {NAME: port}."""
+    ports = {}
+    for listener in filter(None, (item.strip() for item in listeners.split(","))):
+        name, _, address = listener.partition("://")
+        ports[name] = int(address.rsplit(":", 1)[1])
+    return ports
+
+
+def _port_free(port: int) -> bool:
+    """True when a listener could bind 127.0.0.1:``port`` now.  SO_REUSEADDR, as the JVM sets
+    it on a server socket, so connections the last broker left in TIME_WAIT do not count."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _key_value(text: str) -> tuple[str, str]:
     """argparse type of --override: KEY=VALUE."""
     key, sep, value = text.partition("=")
@@ -452,10 +578,10 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _server_properties(
-    port: int, controller_port: int, ports: dict[str, int], data: Path, tls: Path
-) -> str:
-    at = {"PLAINTEXT": port, **ports}
+def _server_properties(ports: dict[str, int], data: Path, tls: Path) -> str:
+    """``ports``: PLAINTEXT, CONTROLLER and each of LISTENERS by name."""
+    controller_port = ports["CONTROLLER"]
+    at = {name: p for name, p in ports.items() if name != "CONTROLLER"}
     listeners = ",".join(f"{name}://127.0.0.1:{p}" for name, p in at.items())
     protocols = ",".join(f"{name}:{protocol}" for name, (protocol, _) in LISTENERS.items())
     plain = (
@@ -515,14 +641,23 @@ logger.state.level = WARN
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("command", choices=["fetch", "start", "stop", "kill", "status"])
     parser.add_argument(
         "--dir",
         default=os.environ.get("STREAMWATCH_KAFKA_DIR", str(DEFAULT_RUN_DIR)),
         help="run directory for config, data, log and pid (default: %(default)s)",
     )
     parser.add_argument(
-        "--port", type=int, default=None, help="listener port (default: a free one)"
+        "--port",
+        type=int,
+        default=None,
+        help="listener port of a fresh start (default: a free one; a restart keeps its own)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start: wipe the data and start a new broker on new ports (default: restart the "
+        "one in the run directory, if there is one, as it was)",
     )
     parser.add_argument(
         "--override",
@@ -539,9 +674,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             print(fetch())
         elif args.command == "start":
-            print(broker.start(port=args.port, overrides=dict(args.override)))
+            print(broker.start(port=args.port, overrides=dict(args.override), fresh=args.fresh))
         elif args.command == "stop":
             log("stopped" if broker.stop() else "not running")
+        elif args.command == "kill":
+            log("killed" if broker.kill() else "not running")
         else:
             print(broker.status())
     except (RuntimeError, subprocess.CalledProcessError) as exc:
