@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv tools test lint pytest demo example-model gutentag-suite kafka-start kafka-stop kafka-status clean
+.PHONY: venv tools test lint pytest fuzz demo example-model gutentag-suite kafka-start kafka-stop kafka-status clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -38,6 +38,10 @@ lint: venv
 pytest: venv
 	$(BIN)/python -m pytest
 
+# The property-based fuzz suites with 100 times the examples `make test` gives them (minutes).
+fuzz: venv
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest tests/fuzz
+
 # Broker, model, daemon and live anomalies on this machine; Ctrl-C stops it all.
 demo: venv
 	$(BIN)/python deploy/demo.py
@@ -66,4 +70,4 @@ kafka-status:
 	$(PYTHON) deploy/kafka/localkafka.py status
 
 clean:
-	rm -rf $(VENV) .build .demo deploy/kafka/.run .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .build .demo deploy/kafka/.run .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -370,12 +370,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
             check_extra_settings(cfg.kafka)
             cfg.kafka.client_settings(os.environ)  # the secrets it names must be set
+        spec = _load_model(cfg).spec
+        _check_mapping(cfg, spec)
     except ConfigError as exc:
         print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
         return ConfigError.exit_code
     source = f"topics {','.join(cfg.kafka.input_topics)}" if cfg.kafka else f"file {cfg.input.path}"
-    print(f"{args.config}: ok (input {source}, model {cfg.model.path})")
+    model = f"model {cfg.model.path}: {spec.name} version {spec.version}"
+    print(f"{args.config}: ok (input {source}, {model})")
     return 0
+
+
+def _load_model(cfg: Any) -> Any:
+    """The model at ``model.path``; one that is refused is a ConfigError naming that key: the
+    daemon cannot start until the file or the key changes, so a supervisor must not keep
+    restarting it (exit 78, which systemd's RestartPreventExitStatus and k8s see)."""
+    from streamwatch.model import load_model
+
+    try:
+        return load_model(cfg.model.path, threads=cfg.model.threads)
+    except ModelError as exc:
+        raise ConfigError("model.path", f"model refused: {exc}") from None
 
 
 def _check_mapping(cfg: Any, spec: Any) -> None:
@@ -404,7 +419,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamwatch.engine import Engine
     from streamwatch.http import Health, serve
     from streamwatch.metrics import Metrics
-    from streamwatch.model import load_model
     from streamwatch.sinks import Sink
     from streamwatch.sinks.file import FileSink
     from streamwatch.sources import Source
@@ -419,12 +433,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ConfigError.exit_code
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        model = load_model(cfg.model.path, threads=cfg.model.threads)
-    except ModelError as exc:
-        log.error("model refused: %s", exc)
-        return 1
-    spec = model.spec
-    try:
+        model = _load_model(cfg)
+        spec = model.spec
         _check_mapping(cfg, spec)
     except ConfigError as exc:
         log.error("bad config %s: %s", args.config, exc)

@@ -5,7 +5,10 @@ A message is a JSON object such as ``{"stream": "host-1.cpu", "ts": 1700000000.0
 (epoch seconds) from the record.  A multivariate model reads several value fields, and a
 model with covariates reads those fields too.  Anything Python's json would accept but that
 is not a finite number where a number belongs (``NaN`` literals, ``1e400``, booleans) is
-refused.
+refused, and so is a stream id that is not a string of Unicode scalar values (JSON may spell a
+lone surrogate, ``"\\ud800"``, which no UTF-8 output can carry), JSON nested too deeply to
+parse, and, given ``not_after``, a reading dated after it (one reading from the year 3000
+would otherwise lock its stream out: every later reading would look out of order).
 
 >>> m = MessageFormat()
 >>> m.decode(b'{"stream": "a", "ts": 10, "value": 2.5}', key=None, record_ts=None)
@@ -41,8 +44,13 @@ REASONS = (
     "bad_value",
     "non_finite",
     "bad_timestamp",
+    "future_timestamp",
     "out_of_order",  # set by the engine's time policy, not by decoding
 )
+
+
+# An int timestamp the fast path takes as it is; larger ones go through decode's overflow check.
+_BIG_INT = 2**62
 
 
 def _reject_constant(name: str) -> Any:
@@ -77,9 +85,14 @@ class MessageFormat:
     max_stream_id_length: int = 256
 
     def decode(
-        self, value: bytes | None, key: bytes | None, record_ts: float | None
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        record_ts: float | None,
+        not_after: float | None = None,
     ) -> tuple[str, float, tuple[float, ...], tuple[float, ...]]:
-        """One message -> (stream id, timestamp in epoch seconds, values, covariates)."""
+        """One message -> (stream id, timestamp in epoch seconds, values, covariates).
+        ``not_after``: the latest timestamp accepted (epoch seconds), or None for any."""
         if value is None:
             raise DecodeError("not_object", "empty message (tombstone)")
         if len(value) > self.max_message_bytes:
@@ -92,13 +105,15 @@ class MessageFormat:
             obj = _decoder.decode(text)
         except json.JSONDecodeError as exc:
             raise DecodeError("bad_json", str(exc)) from None
+        except ValueError as exc:  # an integer literal past Python's 4,300-digit limit
+            raise DecodeError("bad_json", str(exc)[:200]) from None
         except RecursionError:
             raise DecodeError("bad_json", "nested too deeply") from None
         if not isinstance(obj, dict):
             raise DecodeError("not_object", f"top level is {type(obj).__name__}")
         return (
             self._stream(obj, key),
-            self._timestamp(obj, record_ts),
+            self._timestamp(obj, record_ts, not_after),
             tuple(_number(obj, f) for f in self.value_fields),
             tuple(_number(obj, f) for f in self.covariate_fields),
         )
@@ -122,20 +137,33 @@ class MessageFormat:
                 "bad_stream",
                 f"stream id length {len(stream)} not in 1..{self.max_stream_id_length}",
             )
+        if not _scalar_values(stream):
+            raise DecodeError("bad_stream", "stream id holds a lone surrogate (not Unicode text)")
         return stream
 
-    def _timestamp(self, obj: dict[str, Any], record_ts: float | None) -> float:
+    def _timestamp(
+        self, obj: dict[str, Any], record_ts: float | None, not_after: float | None
+    ) -> float:
         ts = obj.get(self.timestamp_field)
         if ts is None:
             if record_ts is None:
                 raise DecodeError("bad_timestamp", f"no field {self.timestamp_field!r}")
-            return record_ts
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            ts = record_ts
+        elif isinstance(ts, bool) or not isinstance(ts, int | float):
             raise DecodeError("bad_timestamp", f"{self.timestamp_field!r} is not a finite number")
-        return float(ts)
+        try:
+            ts = float(ts)
+        except OverflowError:  # a huge integer literal
+            ts = math.inf
+        if not math.isfinite(ts):
+            raise DecodeError("bad_timestamp", f"{self.timestamp_field!r} is not a finite number")
+        if not_after is not None and ts > not_after:
+            raise DecodeError("future_timestamp", f"ts {ts:.17g} is after {not_after:.17g}")
+        return ts
 
-    def decode_batch(self, records: Sequence[Any]) -> Decoded:
-        """Decode a poll batch (objects with ``value``, ``key`` and ``timestamp`` in ms).
+    def decode_batch(self, records: Sequence[Any], not_after: float | None = None) -> Decoded:
+        """Decode a poll batch (objects with ``value``, ``key`` and ``timestamp`` in ms);
+        ``not_after`` as in ``decode``.
 
         The hot path: plain, valid messages are read inline; anything unusual goes through
         ``decode``, which is the single authority on what is valid and why not.
@@ -147,31 +175,42 @@ class MessageFormat:
         plain = single is not None and not self.covariate_fields and not self.stream_from_key
         max_bytes, max_id = self.max_message_bytes, self.max_stream_id_length
         isfinite = math.isfinite
+        latest = math.inf if not_after is None else not_after
         for i, rec in enumerate(records):
             value = rec.value
             if plain and value is not None and len(value) <= max_bytes:
                 try:
                     text = value.decode("utf-8")
                     obj, end = scan(text, 0)
-                except (UnicodeDecodeError, StopIteration, ValueError, DecodeError):
+                # RecursionError: JSON nested deeper than the scanner's recursion limit
+                except (UnicodeDecodeError, StopIteration, ValueError, RecursionError, DecodeError):
                     obj, end = None, -1
                 if type(obj) is dict and end == len(text):
                     stream, ts, x = obj.get(sf), obj.get(tf), obj.get(single)
+                    if ts is None:
+                        ts = rec.timestamp / 1000.0
                     if (
                         type(stream) is str
                         and 0 < len(stream) <= max_id
+                        and (stream.isascii() or _scalar_values(stream))
                         and type(x) is float
                         and isfinite(x)
-                        and (ts is None or (type(ts) in (int, float) and isfinite(ts)))
+                        and (
+                            (type(ts) is float and isfinite(ts))
+                            or (type(ts) is int and -_BIG_INT < ts < _BIG_INT)
+                        )
+                        and ts <= latest
                     ):
                         out.index.append(i)
                         out.streams.append(stream)
-                        out.timestamps.append(rec.timestamp / 1000.0 if ts is None else float(ts))
+                        out.timestamps.append(float(ts))
                         out.values.append((x,))
                         out.covariates.append(())
                         continue
             try:
-                stream, ts, vals, covs = self.decode(value, rec.key, rec.timestamp / 1000.0)
+                stream, ts, vals, covs = self.decode(
+                    value, rec.key, rec.timestamp / 1000.0, not_after
+                )
             except DecodeError as err:
                 out.errors.append((i, err))
                 continue
@@ -188,6 +227,15 @@ class MessageFormat:
             {self.stream_field: stream, self.timestamp_field: ts, self.value_fields[0]: value},
             separators=(",", ":"),
         ).encode()
+
+
+def _scalar_values(text: str) -> bool:
+    """Whether ``text`` is Unicode text that UTF-8 can carry (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(obj: dict[str, Any], name: str) -> float:

@@ -14,7 +14,10 @@ streamwatch.errors.ConfigError: kafka.grup_id: unknown key
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -26,6 +29,7 @@ import yaml
 
 from streamwatch.engine import TimePolicy
 from streamwatch.errors import ConfigError
+from streamwatch.events import MIN_DEAD_LETTER_BYTES
 from streamwatch.scoring import Scorer
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -162,6 +166,9 @@ class InputConfig:
     stream_from_key: bool = False
     max_message_bytes: int = 65536
     max_stream_id_length: int = 256
+    # a reading dated more than this after the daemon's clock is dead-lettered
+    # (future_timestamp) rather than stepped; null accepts any date
+    max_future_seconds: float | None = 3600.0
 
     def check(self, path: str) -> None:
         if self.source not in ("kafka", "file"):
@@ -171,6 +178,8 @@ class InputConfig:
         _positive(path, "batch_size", self.batch_size)
         _positive(path, "max_message_bytes", self.max_message_bytes)
         _positive(path, "max_stream_id_length", self.max_stream_id_length)
+        if self.max_future_seconds is not None and self.max_future_seconds < 0:
+            raise ConfigError(f"{path}.max_future_seconds", "must be >= 0 (or null: no limit)")
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,15 @@ class OutputsConfig:
     scores_topic: str | None = None  # every verdict, not only anomalies
     path: str = "-"  # file source: anomaly (and score) lines go here ("-": standard output)
     dead_letter_path: str = "-"  # file source: dead letters go here ("-": standard error)
+    # a dead letter (key, value and headers) is cut to this size, saying so in its headers,
+    # so that it always fits the producer's max_request_size and the topic's max.message.bytes
+    dead_letter_max_bytes: int = 524288
+
+    def check(self, path: str) -> None:
+        if self.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES:
+            raise ConfigError(
+                f"{path}.dead_letter_max_bytes", f"must be >= {MIN_DEAD_LETTER_BYTES}"
+            )
 
 
 @dataclass(frozen=True)
@@ -289,11 +307,92 @@ class Config:
     def check(self, path: str) -> None:
         if self.input.source == "kafka" and self.kafka is None:
             raise ConfigError("kafka", "required key is missing (input.source is kafka)")
+        limit = self.kafka.producer.get("max_request_size", 1048576) if self.kafka else None
+        # the record batch around a dead letter takes a few dozen bytes more than its contents
+        if isinstance(limit, int) and self.outputs.dead_letter_max_bytes > limit - 1024:
+            raise ConfigError(
+                "outputs.dead_letter_max_bytes",
+                f"must be at most kafka.producer.max_request_size - 1024 ({limit - 1024}): a "
+                "larger dead letter could not be sent",
+            )
 
 
 def _positive(path: str, key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{path}.{key}", "must be > 0")
+
+
+# -- turning user values into messages ---------------------------------------------------------
+# Every user value or key that goes into a message passes through _shown or _label: the message
+# stays one short line whatever the file holds (an alias bomb once put 3 GB into one).
+
+_SHOWN_CHARS = 60
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,59}")
+_INT64 = 2**63  # no int setting means anything beyond what numpy and Kafka can hold
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's repr (a few items of a few levels), also for ints too long for ``str()``,
+    which Python refuses past 4300 digits with a ValueError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
+        self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxstring = self.maxlong = self.maxother = _SHOWN_CHARS
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:
+            return f"<{x.bit_length()}-bit int>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(text: str, limit: int) -> str:
+    """A message from a library, on one line and cut to ``limit`` characters."""
+    return _clip(" ".join(text.split()), limit)
+
+
+def _shown(value: Any) -> str:
+    """``value``'s repr, cut to a few dozen characters, never expanded in full."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a repr that fails must not hide the config error being reported
+        text = f"<{type(value).__name__}>"
+    return _clip(text, _SHOWN_CHARS)  # a str's repr escapes line breaks: one line already
+
+
+def _label(key: Any) -> str:
+    """A mapping key as a component of a key path: a plain name as it is, anything else
+    quoted (a key with a dot or a space must not read as two components)."""
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return key
+    return _shown(key)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{_label(key)}" if path else _label(key)
+
+
+def _check_key(path: str, key: Any) -> None:
+    if isinstance(key, str):
+        return
+    kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+    hint = " (YAML reads unquoted yes, no, on and off as booleans)" if isinstance(key, bool) else ""
+    raise ConfigError(
+        _join(path, key),
+        f"a key must be a string, not {kind.get(type(key), type(key).__name__)}; quote it{hint}",
+    )
+
+
+# -- validation --------------------------------------------------------------------------------
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
@@ -307,8 +406,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return None
         return _convert(args[0], value, path)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        if not isinstance(value, dict):
             raise ConfigError(path, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            _check_key(path, key)
         return dict(value)
     if origin is tuple:
         if isinstance(value, str):  # a single topic may be written without a list
@@ -317,12 +418,21 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(path, f"expected a list, got {type(value).__name__}")
         item = typing.get_args(tp)[0]
         return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(path, f"expected {tp.__name__}, got a boolean")
+    if tp is float and isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # past 1e308
+            raise ConfigError(path, f"out of range: {_shown(value)}") from None
     if not isinstance(value, tp):
-        raise ConfigError(path, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            path, f"expected {tp.__name__}, got {type(value).__name__} {_shown(value)}"
+        )
+    if tp is float and math.isnan(value):  # it would pass every "must be > 0" check
+        raise ConfigError(path, "expected a number, got nan")
+    if tp is int and not -_INT64 <= value < _INT64:
+        raise ConfigError(path, f"out of range: {_shown(value)}")
     return value
 
 
@@ -336,8 +446,9 @@ def build(cls: type, data: Any, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        _check_key(path, key)
         if key not in fields:
-            raise ConfigError(f"{path}.{key}" if path else str(key), "unknown key")
+            raise ConfigError(_join(path, key), "unknown key")
     kwargs = {}
     for name, f in fields.items():
         key_path = f"{path}.{name}" if path else name
@@ -361,8 +472,9 @@ def _config_error(path: str, exc: Exception) -> ConfigError:
     first, _, rest = str(exc).partition(" ")
     if "." in first and rest:
         key = first.rstrip(":").split(".", 1)[1]
-        return ConfigError(f"{path}.{key}" if path else key, rest)
-    return ConfigError(path, str(exc))
+        # the rest may quote the refused value (TrainConfig's does): cut it, as _shown would
+        return ConfigError(f"{path}.{key}" if path else key, _one_line(rest, 200))
+    return ConfigError(path, _one_line(str(exc), 200))
 
 
 def parse(data: Any) -> Config:
@@ -375,14 +487,132 @@ def load(path: Path | str) -> Config:
     return parse(read_yaml(path))
 
 
+# -- reading YAML ------------------------------------------------------------------------------
+# Bounds that no real config comes near (the example is 5 kB and some 150 values) but that keep
+# a hostile file to a second or two and little memory: pure-Python PyYAML takes some 30 s and
+# 350 MB for a 1 MiB flow list of numbers, so the node count bounds the work, not the size.
+MAX_CONFIG_BYTES = 1 << 20
+_MAX_NODES = 10_000
+_MAX_DEPTH = 32
+_MAX_NUMBER_CHARS = 100  # int() of a long base-60 number (1:0:0:...) is quadratic
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a streamwatch config may not hold."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, too many or too deeply nested nodes, and overlong
+    numbers, each at its line, and reports a constructor's own errors (a date of month 13,
+    ``!!bool maybe``) at their line rather than as tracebacks.
+
+    Aliases are refused where the composer meets them, before anything is copied: an alias
+    bomb is turned down at its first ``*`` in milliseconds.  Anchors (``&name``) alone are
+    allowed: they copy nothing, and tools only write them for the aliases that then fail, so
+    the error points at the line that would expand."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()
+        mark: Any = event.start_mark  # the stubs allow libyaml's Mark too; this is the Python one
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                problem=f"YAML aliases (*{_clip(str(event.anchor), 40)}) are not supported in "
+                "a streamwatch config; write the value out",
+                problem_mark=mark,
+            )
+        self._nodes += 1
+        if self._nodes > _MAX_NODES:
+            raise _Refused(
+                problem=f"more than {_MAX_NODES} values; a streamwatch config has far fewer",
+                problem_mark=mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise _Refused(
+                    problem=f"nested more than {_MAX_DEPTH} levels deep",
+                    problem_mark=mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        what = str(node.tag).rsplit(":", 1)[-1]
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag in _NUMBER_TAGS
+            and len(node.value) > _MAX_NUMBER_CHARS
+        ):
+            raise _Refused(
+                problem=f"{what} of {len(node.value)} characters; too long for a setting",
+                problem_mark=node.start_mark,
+            )
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # PyYAML's constructors raise ValueError, KeyError, ...
+            shown = _shown(node.value) if isinstance(node, yaml.ScalarNode) else "this"
+            # a ValueError says what is wrong (month must be in 1..12); the others do not
+            why = f" ({_one_line(str(exc), 80)})" if isinstance(exc, ValueError) else ""
+            raise _Refused(
+                problem=f"cannot read {shown} as {_clip(what, 30)}{why}",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error as one line: where, then what (its own text spans several lines and
+    quotes the offending line)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = _one_line(exc.problem or exc.context or "", 150)
+        if isinstance(exc, _Refused):
+            return where + problem
+        context = ""
+        if exc.context and exc.problem and exc.context_mark:
+            context = f" ({_one_line(exc.context, 60)} at line {exc.context_mark.line + 1})"
+        return f"{where}not valid YAML: {problem}{context}"
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"line {line}: not valid YAML: character #x{exc.character:04x} is not allowed"
+    return f"not valid YAML: {_one_line(str(exc), 150)}"
+
+
 def read_yaml(path: Path | str) -> Any:
+    """The YAML document in ``path``, within the bounds above; anything else is a ConfigError
+    naming the file and, where there is one, the line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # never the whole of a huge file (or /dev/zero)
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
-        raise ConfigError("", f"{path}: cannot read config ({exc.strerror})") from None
+        raise ConfigError("", f"{path}: cannot read config ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        what = f"{size} bytes" if size > MAX_CONFIG_BYTES else "larger"
+        raise ConfigError(
+            "",
+            f"{path}: a config may be at most {MAX_CONFIG_BYTES} bytes (1 MiB); this one is {what}",
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            "", f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader, bounded
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path}: not valid YAML ({exc})") from None
-    return data
+        raise ConfigError("", f"{path}: {_yaml_problem(exc, text)}") from None
+    except RecursionError:  # the depth bound should come first; this keeps it a ConfigError
+        raise ConfigError("", f"{path}: nested too deeply") from None

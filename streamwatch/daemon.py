@@ -3,19 +3,24 @@
 At least once: offsets are committed only after every output of the batch (anomalies and dead
 letters) is acknowledged, so a crash replays the batch instead of losing it.  Signals only flip
 the run flag; the loop finishes the batch in hand, flushes, commits and returns.
+
+A broker away (a retriable SourceError from the source or the sink) is waited out in place:
+the loop backs off and tries again, polling nothing new until the batch in hand is
+acknowledged, with ``/readyz`` not ready and ``/healthz`` live meanwhile.  Only errors that need
+an operator (a group the ACLs deny) end the run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from streamwatch import checkpoint
+from streamwatch import checkpoint, events
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, Verdicts
@@ -30,6 +35,22 @@ from streamwatch.sources import Offsets, Partition, Source
 log = logging.getLogger("streamwatch")
 
 IDLE_SWEEP_SECONDS = 10.0  # idle eviction scans every slot: do it now and then, not per poll
+FLUSH_SECONDS = 10.0  # a batch's outputs get this long to be acknowledged, the first time
+RETRY_FLUSH_SECONDS = 5.0  # and this long again on each retry, and at a stop
+BACKOFF_SECONDS = (0.5, 10.0)  # the wait after a failure: first, and at most (doubling)
+OUTAGE_LOG_SECONDS = 60.0  # while the broker stays away, say so this often
+
+
+@dataclass
+class _Unsettled:
+    """A processed batch whose outputs the broker has not acknowledged yet: its offsets and
+    what to count once it has."""
+
+    offsets: Offsets
+    sent: dict[str, int]
+    latency: np.ndarray
+    started: float
+    model_seconds: float
 
 
 class Daemon:
@@ -67,6 +88,9 @@ class Daemon:
         # streams' state is kept only if it is the record the snapshot expects
         self._resume: Offsets = {}
         source.on_revoke(self._revoked)
+        self._unsettled: _Unsettled | None = None
+        self._outage_since: float | None = None  # monotonic time of the first failure
+        self._outage_logged = 0.0
         self.running = False
         self.reload_requested = False
         self.batches = 0
@@ -244,30 +268,83 @@ class Daemon:
         if self.cfg.kafka:
             topics = ",".join(self.cfg.kafka.input_topics)
             log.info("consuming %s as group %s", topics, self.cfg.kafka.group_id)
+        backoff = BACKOFF_SECONDS[0]
         try:
             while self.running and (max_polls is None or polls < max_polls):
                 if self.reload_requested:
                     self.reload()
-                n = self.run_once()
                 polls += 1
+                try:
+                    n = self.run_once()
+                except SourceError as exc:
+                    if not exc.retriable:
+                        raise
+                    self._trouble(exc)
+                    self._wait(backoff)
+                    backoff = min(2 * backoff, BACKOFF_SECONDS[1])
+                    continue
+                backoff = BACKOFF_SECONDS[0]
                 if not n and getattr(self.source, "exhausted", False):
                     break  # a file source at its end
             clean = True
         finally:
-            self.sink.flush(30.0)
             # Before the source closes: leaving the group revokes every partition, which
-            # drops their streams.  Not after a failed batch: its readings are in the state
-            # but not in the offsets, and their replay would be refused as older than the
-            # streams' last readings.  Should the final commit fail, the offsets check at
-            # the next start passes over the snapshot's streams.
-            if clean:
+            # drops their streams.  Not after a failed batch, nor with one whose outputs the
+            # broker never acknowledged: its readings are in the state but not in the
+            # offsets, and their replay would be refused as older than the streams' last
+            # readings.  Should the final commit fail, the offsets check at the next start
+            # passes over the snapshot's streams.
+            if self._drain() and clean:
                 self.save_state()
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)
 
+    def _drain(self) -> bool:
+        """Settle the batch in hand at a stop; False if the broker did not take its outputs
+        (then its offsets stay uncommitted, and the next start reads it again)."""
+        try:
+            if self._unsettled is not None:
+                self._settle(RETRY_FLUSH_SECONDS)
+            else:
+                self.sink.flush(RETRY_FLUSH_SECONDS)
+        except SourceError as exc:
+            log.error(
+                "stopping without the last batch's outputs acknowledged (%s): its offsets are "
+                "not committed, so the next start reads it again",
+                exc,
+            )
+            return False
+        return True
+
+    def _trouble(self, exc: SourceError) -> None:
+        """A retriable failure: not ready until a batch goes through; said once, then now and
+        then while it lasts."""
+        now = time.monotonic()
+        self.health.broker_reachable = False
+        self.metrics.retries.inc()
+        if self._outage_since is None:
+            self._outage_since = self._outage_logged = now
+            log.warning("broker unavailable, retrying until it is back: %s", exc)
+        elif now - self._outage_logged >= OUTAGE_LOG_SECONDS:
+            self._outage_logged = now
+            log.warning(
+                "broker still unavailable after %.0f s, retrying: %s", now - self._outage_since, exc
+            )
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep between retries, still live, and awake to a stop."""
+        deadline = time.monotonic() + seconds
+        while self.running and time.monotonic() < deadline:
+            self.health.beat()
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+
     def run_once(self) -> int:
-        """Poll and process one batch; return how many records it held."""
+        """Poll and process one batch; return how many records it held.  A batch whose
+        outputs the broker has not acknowledged (SourceError, retriable) is retried first:
+        nothing new is polled until it is through."""
+        if self._unsettled is not None:
+            self._settle(RETRY_FLUSH_SECONDS)
         records = self.source.poll(self.poll_timeout_ms)
         now = self.clock()
         self.health.beat()
@@ -277,6 +354,10 @@ class Daemon:
             self._last_idle_sweep = now
             idle = self.engine.store.evict_idle(now, self.cfg.state.idle_ttl_seconds)
             self.metrics.evictions.labels(reason="idle").inc(idle)
+        reachable = self.source.reachable()
+        if reachable and self._outage_since is not None and not records:
+            self._recovered()
+        self.health.broker_reachable = reachable and self._outage_since is None
         if self._resume:
             self._check_resumed(records)
         if not records:
@@ -289,7 +370,8 @@ class Daemon:
         self.metrics.batch_size.observe(len(records))
 
         sent = {"anomaly": 0, "score": 0, "dead_letter": 0}
-        batch = self.format.decode_batch(records)
+        future = self.cfg.input.max_future_seconds
+        batch = self.format.decode_batch(records, None if future is None else now + future)
         for i, err in batch.errors:
             self._dead_letter(records[i], err)
         sent["dead_letter"] = len(batch.errors)
@@ -326,28 +408,51 @@ class Daemon:
                 event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                 self.sink.send(Outgoing(outputs.anomalies_topic, streams[j].encode(), event))
             sent["anomaly"] = len(flagged)
-            if outputs.scores_topic:
-                for j in range(len(good)):
+            if outputs.scores_topic:  # every reading scored: not those dead-lettered above
+                scored = np.flatnonzero(~verdicts.skipped).tolist()
+                for j in scored:
                     event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                     self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
-                sent["score"] = len(good)
+                sent["score"] = len(scored)
 
-        self.sink.flush(30.0)  # every output of the batch acknowledged ...
-        latency = np.maximum(self.clock() - record_ms / 1000.0, 0.0)
-        self.metrics.anomalies.inc(sent["anomaly"])
-        for kind, n in sent.items():  # counted once the broker has them
+        self._unsettled = _Unsettled(
+            _next_offsets(records),
+            sent,
+            np.maximum(self.clock() - record_ms / 1000.0, 0.0),
+            started,
+            self.engine.model_seconds - model_before,
+        )
+        self._settle(FLUSH_SECONDS)
+        return len(records)
+
+    def _settle(self, timeout_s: float) -> None:
+        """Wait until every output of the batch in hand is acknowledged, then commit its
+        offsets; raise SourceError (the batch stays in hand) if the broker has not taken them
+        all within ``timeout_s``."""
+        batch = self._unsettled
+        assert batch is not None
+        self.sink.flush(timeout_s)  # every output of the batch acknowledged ...
+        self._unsettled = None
+        self.metrics.anomalies.inc(batch.sent["anomaly"])
+        for kind, n in batch.sent.items():  # counted once the broker has them
             self.metrics.produced.labels(kind=kind).inc(n)
-        offsets = _next_offsets(records)
-        self.source.commit(offsets)  # ... before its offsets are committed
-        self._processed.update(offsets)
-        self.metrics.model_step_seconds.observe(self.engine.model_seconds - model_before)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.end_to_end_seconds.observe_many(latency)
+        self.source.commit(batch.offsets)  # ... before its offsets are committed
+        self._processed.update(batch.offsets)
+        if self._outage_since is not None:
+            self._recovered()
+        self.health.broker_reachable = True
+        self.metrics.model_step_seconds.observe(batch.model_seconds)
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        self.metrics.end_to_end_seconds.observe_many(batch.latency)
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
         self.metrics.active_streams.set(len(self.engine.store))
         self.metrics.state_bytes.set(self.engine.store.nbytes())
-        return len(records)
+
+    def _recovered(self) -> None:
+        assert self._outage_since is not None
+        log.info("broker back after %.1f s: carrying on", time.monotonic() - self._outage_since)
+        self._outage_since = None
 
     def _owners(self, records: list[Record], good: list[int]) -> np.ndarray:
         """The partition id of each good record (records of one partition come together)."""
@@ -413,8 +518,8 @@ class Daemon:
         values: list[tuple[float, ...]],
         verdicts: Verdicts,
     ) -> bytes:
-        """One verdict as JSON: scalars for a univariate model, objects keyed by value field
-        for a multivariate one."""
+        """One verdict as strict JSON (null where a number is undefined): scalars for a
+        univariate model, objects keyed by value field for a multivariate one."""
         fields = self.format.value_fields
         if len(fields) == 1:
             value: object = values[j][0]
@@ -439,21 +544,23 @@ class Daemon:
             "partition": rec.partition,
             "offset": rec.offset,
         }
-        return json.dumps(event, separators=(",", ":")).encode()
+        return events.verdict_event(event)
 
     def _dead_letter(self, rec: Record, err: DecodeError) -> None:
-        log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
-        headers = [
-            # a Kafka header may be null, but kafka-python's producer only sends bytes
-            *((k, b"" if v is None else v) for k, v in rec.headers or ()),
-            ("streamwatch.reason", err.reason.encode()),
-            ("streamwatch.detail", err.detail[:500].encode()),
-            ("streamwatch.topic", rec.topic.encode()),
-            ("streamwatch.partition", str(rec.partition).encode()),
-            ("streamwatch.offset", str(rec.offset).encode()),
-        ]
+        detail = ascii(err.detail)[1:-1]  # a log line of plain text, whatever the message held
+        log.warning(
+            "dead letter %s[%d]@%d: %s: %s",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            err.reason,
+            detail,
+        )
+        o = self.cfg.outputs
         self.sink.send(
-            Outgoing(self.cfg.outputs.dead_letter_topic, rec.key, rec.value or b"", headers)
+            events.dead_letter(
+                rec, err.reason, err.detail, o.dead_letter_topic, o.dead_letter_max_bytes
+            )
         )
         self.metrics.dead_letters.labels(reason=err.reason).inc()
 

@@ -166,6 +166,12 @@ class Metrics:
             _LATENCY,
             registry,
         )
+        self.retries = Counter(
+            "broker_retries",
+            "Polls or batches the broker failed, each waited out and tried again.",
+            namespace=ns,
+            registry=registry,
+        )
         self.last_poll = Gauge(
             "last_poll_timestamp_seconds",
             "Unix time of the last successful poll.",

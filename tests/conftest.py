@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,18 @@ def kafka_acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     )
     try:
         yield {"plain": plain, "sasl": broker.sasl_bootstrap_file.read_text().strip()}
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of the test's own (LocalKafka, started: about 7 s), for tests that stop, kill
+    and start it again on the same data and port; stopped at the end."""
+    broker = _load_localkafka().LocalKafka(tmp_path_factory.mktemp("kafka-own"))
+    broker.start()
+    try:
+        yield broker
     finally:
         broker.stop()
 
@@ -177,7 +190,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())  # directly or through another fixture
-        if {"kafka_broker", "kafka_strict_bootstrap", "kafka_acl_broker"} & set(names):
+        if {"kafka_broker", "kafka_strict_bootstrap", "kafka_acl_broker", "own_kafka"} & set(names):
             item.add_marker(pytest.mark.kafka)
 
 

@@ -9,7 +9,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import __version__ as kafka_version
-from kafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from kafka.protocol.metadata import MetadataRequest
 
 from streamwatch.errors import SourceError
@@ -31,7 +36,10 @@ class KafkaSink:
         kafka-python producer settings from the config."""
         self._settings, self._extra = settings, extra or {}
         self._producer: KafkaProducer | None = None
-        self._futures: list = []
+        # every message sent since the last flush that went through, with its future: None
+        # where the send itself failed; failed ones are sent again by the next flush
+        self._unacked: list[tuple[Outgoing, Any]] = []
+        self._error: Exception | None = None  # the latest failure, for the flush's message
 
     @property
     def producer(self) -> KafkaProducer:
@@ -51,30 +59,43 @@ class KafkaSink:
         return self._producer
 
     def send(self, message: Outgoing) -> None:
+        """Hand ``message`` to the producer.  Never raises for the broker's sake: a message
+        that cannot be handed over now is kept, and the next flush tries it again (and fails
+        while it cannot), so that a batch is never left half sent."""
+        self._unacked.append((message, self._send(message)))
+
+    def _send(self, message: Outgoing) -> Any:
         try:
-            future = self.producer.send(
+            return self.producer.send(
                 message.topic, value=message.value, key=message.key, headers=list(message.headers)
             )
-        except KafkaError as exc:  # e.g. the topic's metadata: not authorised, or timed out
-            raise SourceError(
-                f"cannot send to topic {message.topic!r}: {exc}", retriable=True
-            ) from exc
-        self._futures.append(future)
+        except (KafkaError, SourceError) as exc:  # no metadata in max_block_ms, no producer
+            self._error = exc
+            return None
 
     def flush(self, timeout_s: float) -> None:
-        if self._producer is None:
-            return  # nothing sent yet
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            raise SourceError(f"producer flush failed: {exc}", retriable=True) from exc
-        futures, self._futures = self._futures, []
-        failed = [f for f in futures if not f.is_done or f.failed()]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "timed out"
+        """Wait up to ``timeout_s`` for every message sent since the last successful flush;
+        send again those that failed first.  SourceError (retriable) if any is still not
+        acknowledged: call again to retry them."""
+        if not self._unacked:
+            return
+        for i, (message, future) in enumerate(self._unacked):
+            if future is None or future.failed():
+                self._unacked[i] = (message, self._send(message))
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=timeout_s)
+            except KafkaError as exc:  # a timeout: what is not done is told apart below
+                self._error = exc
+        total = len(self._unacked)
+        self._unacked = [(m, f) for m, f in self._unacked if f is None or not f.succeeded()]
+        if self._unacked:
+            failed = next((f for _, f in self._unacked if f is not None and f.failed()), None)
+            why = failed.exception if failed is not None else self._error or "timed out"
             raise SourceError(
-                f"{len(failed)} of {len(futures)} messages not acknowledged: {first}",
-                retriable=True,
+                f"{len(self._unacked)} of {total} messages not acknowledged: {why}",
+                # a broker away comes back; a refused ACL waits for an operator
+                retriable=not isinstance(why, AuthorizationError),
             )
 
     def unwritable_topics(
@@ -89,7 +110,10 @@ class KafkaSink:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=10)
+            try:
+                self._producer.close(timeout=10)
+            except KafkaError as exc:  # the broker away: what is unacknowledged is read again
+                log.warning("closing the producer: %s", exc)
 
 
 # kafka.producer / kafka.consumer settings that apply to the topic check's admin client too

@@ -28,6 +28,11 @@ class Source(Protocol):
         ACLs), checked once before anything is consumed; a missing one is waited for."""
         ...
 
+    def reachable(self) -> bool:
+        """Whether the broker answers now, as far as the client knows (False while the group
+        coordinator is unknown); asked once per loop turn, for readiness."""
+        ...
+
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, where known."""
         ...

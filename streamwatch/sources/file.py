@@ -72,6 +72,9 @@ class FileSource:
     def unreadable_topics(self) -> dict[str, str]:
         return {}  # a file, not topics
 
+    def reachable(self) -> bool:
+        return True  # no broker
+
     def lag(self) -> dict[Partition, int]:
         return {}
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import __version__ as kafka_version
-from kafka.errors import GroupAuthorizationFailedError, KafkaError
+from kafka.errors import AuthorizationError, GroupAuthorizationFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamwatch.config import KafkaConfig
@@ -21,6 +22,11 @@ from streamwatch.sources.kafka_join import install as install_join_fix
 from streamwatch.sources.kafka_records import install as install_record_path
 
 log = logging.getLogger("streamwatch")
+
+# The final commit and leaving the group each wait this long at most: a stop with the broker
+# away must end in bounded time (what is not committed is read again: at least once).
+CLOSE_TIMEOUT_MS = 10_000
+COMMIT_RETRY_SECONDS = 1.0  # after a failed asynchronous commit
 
 
 def check_extra_settings(cfg: KafkaConfig) -> None:
@@ -99,6 +105,8 @@ class KafkaSource:
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self._in_flight = False
         self._sent: Offsets = {}  # what the last asynchronous commit carried
+        self._failing_since: float | None = None  # commits failing (the broker away) since
+        self._retry_at = 0.0  # and not tried again before this (monotonic), not every poll
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[Record]:
@@ -106,14 +114,16 @@ class KafkaSource:
             batches = self.consumer.poll(
                 timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records
             )
-        except GroupAuthorizationFailedError as exc:
+        except AuthorizationError as exc:  # the group's or a topic's ACL
+            if not isinstance(exc, GroupAuthorizationFailedError):
+                raise SourceError(f"consuming failed: {exc}", retriable=False) from exc
             raise SourceError(
                 f"kafka.group_id: group {self.cfg.group_id!r} is not usable by this client: the "
                 "broker's ACLs do not allow Read on it to the daemon's principal: grant it or "
                 f"name another group ({exc})",
-                retriable=True,  # once the ACL is granted, a restart gets going
+                retriable=False,  # waiting changes nothing: an operator grants it, a restart runs
             ) from exc
-        except KafkaError as exc:  # what kafka-python does not retry itself
+        except KafkaError as exc:  # what kafka-python does not retry itself: the loop will
             raise SourceError(f"consuming failed: {exc}", retriable=True) from exc
         out: list[Record] = []
         for records in batches.values():
@@ -130,7 +140,11 @@ class KafkaSource:
         # One commit in flight at a time: a commit per batch every few milliseconds would
         # fill the connection's in-flight slots that the fetches need.  The newest offsets
         # go out with the first batch (or empty poll) after the previous commit is answered.
-        if not self._in_flight and self._pending != self._sent:
+        if (
+            not self._in_flight
+            and self._pending != self._sent
+            and time.monotonic() >= self._retry_at
+        ):
             self._in_flight = True
             self._sent = dict(self._pending)
             self.consumer.commit_async(_kafka_offsets(self._sent), callback=self._committed)
@@ -138,8 +152,19 @@ class KafkaSource:
     def _committed(self, offsets: object, response: object) -> None:
         self._in_flight = False
         if isinstance(response, Exception):
-            self._sent = {}  # send again with the next call
-            log.warning("asynchronous offset commit failed (the next one covers it): %s", response)
+            self._sent = {}  # send again, a second from now
+            self._retry_at = time.monotonic() + COMMIT_RETRY_SECONDS
+            if self._failing_since is None:  # once per outage, not once a second
+                self._failing_since = time.monotonic()
+                log.warning(
+                    "offset commits failing (the next one that succeeds covers them): %s", response
+                )
+        elif self._failing_since is not None:
+            log.info(
+                "offset commits go through again after %.1f s",
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
 
     def forget(self, parts: set[Partition]) -> None:
         """Stop committing offsets for partitions this member no longer owns."""
@@ -147,10 +172,10 @@ class KafkaSource:
             self._pending.pop(part, None)
             self._sent.pop(part, None)
 
-    def commit_sync(self) -> None:
+    def commit_sync(self, timeout_ms: int = CLOSE_TIMEOUT_MS) -> None:
         """Commit the latest offsets and wait for the broker (not from the IO thread)."""
         if self._pending:
-            self.consumer.commit(_kafka_offsets(self._pending))
+            self.consumer.commit(_kafka_offsets(self._pending), timeout_ms=timeout_ms)
 
     def unreadable_topics(self, timeout_s: float = TOPIC_WAIT_SECONDS) -> dict[str, str]:
         """Input topics the ACLs do not let this client read.  Without this check the consumer
@@ -161,6 +186,12 @@ class KafkaSource:
             settings, self.cfg.input_topics, READ, create=False, timeout_s=timeout_s
         )
         return {t: why for t, why in found.items() if why == DENIED}
+
+    def reachable(self) -> bool:
+        # kafka-python forgets the group coordinator (coordinator_id None) when its connection
+        # fails, and finds it again once the broker answers; read only, from this thread
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return getattr(coordinator, "coordinator_id", 0) is not None
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -181,4 +212,4 @@ class KafkaSource:
             self.commit_sync()
         except KafkaError as exc:  # the broker may be gone: at least once, so a replay follows
             log.warning("final offset commit failed: %s", exc)
-        self.consumer.close(autocommit=False)
+        self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)

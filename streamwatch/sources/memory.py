@@ -23,6 +23,7 @@ class MemorySource:
         self.committed: Offsets = {}
         self.closed = False
         self._on_revoke: Callable[[set[Partition]], None] | None = None
+        self.broker_up = True  # test hook: what reachable() says
 
     def poll(self, timeout_ms: int) -> list[Record]:
         batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
@@ -46,6 +47,9 @@ class MemorySource:
         """Test hook: what a rebalance does."""
         if self._on_revoke is not None:
             self._on_revoke(partitions)
+
+    def reachable(self) -> bool:
+        return self.broker_up
 
     def lag(self) -> dict[Partition, int]:
         return dict(self._left)

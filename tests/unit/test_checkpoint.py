@@ -87,13 +87,15 @@ def test_a_damaged_snapshot_is_refused_naming_the_file(tmp_path: Path) -> None:
         checkpoint.read(tmp_path / "none.npz")
 
 
-def test_the_checkpoint_directory_must_exist_when_the_daemon_starts(tmp_path: Path) -> None:
+def test_the_checkpoint_directory_must_exist_when_the_daemon_starts(
+    tmp_path: Path, model_dir: Path
+) -> None:
     """Checked at ``streamwatch run`` only: ``check-config`` runs where the config is written,
     where the daemon's directory need not exist."""
     config = tmp_path / "streamwatch.yaml"
     missing = tmp_path / "no" / "state.npz"
     config.write_text(
-        f"model: {{path: {tmp_path / 'model'}}}\ninput: {{source: file}}\n"
+        f"model: {{path: {model_dir}}}\ninput: {{source: file}}\n"
         f"state: {{checkpoint_path: {missing}}}\n"
     )
     checked = subprocess.run(

@@ -309,3 +309,134 @@ def test_out_of_order_reading_goes_to_dead_letters(model_dir: Path) -> None:
         registry.get_sample_value("streamwatch_dead_letters_total", {"reason": "out_of_order"}) == 1
     )
     assert source.committed[("in", 0)] == 11
+
+
+class _FlakySink(MemorySink):
+    """A broker that fails the first ``failures`` flushes (retriable, as a broker away does),
+    keeping what was sent, as KafkaSink keeps what is not acknowledged."""
+
+    def __init__(self, failures: int, retriable: bool = True) -> None:
+        super().__init__()
+        self.failures, self.retriable, self.failed = failures, retriable, 0
+        self.on_failure: list = []
+
+    def flush(self, timeout_s: float) -> None:
+        if self.pending and self.failed < self.failures:
+            self.failed += 1
+            for hook in self.on_failure:
+                hook()
+            raise SourceError(
+                "1 of 1 messages not acknowledged: timed out", retriable=self.retriable
+            )
+        super().flush(timeout_s)
+
+    def close(self) -> None:  # what is not acknowledged by now is dropped, as a producer does
+        self.pending.clear()
+
+
+def _flaky_daemon(
+    model_dir: Path, records: list[Record], sink: _FlakySink, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Daemon, MemorySource, CollectorRegistry]:
+    import streamwatch.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "BACKOFF_SECONDS", (0.001, 0.004))
+    daemon, source, _, registry = _daemon(model_dir, records)
+    daemon.cfg = parse(
+        {
+            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
+            "model": {"path": str(model_dir)},
+            "scoring": {"warmup": 50},
+            "outputs": {"scores_topic": "scores"},
+        }
+    )
+    daemon.sink = sink
+    return daemon, source, registry
+
+
+def test_a_broker_away_is_waited_out_and_nothing_is_lost_or_doubled(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _records(n_streams=3, length=100)
+    sink = _FlakySink(failures=5)
+    daemon, source, registry = _flaky_daemon(model_dir, records, sink, monkeypatch)
+    seen: list[tuple[bool, dict]] = []
+    sink.on_failure.append(
+        lambda: seen.append((daemon.health.broker_reachable, dict(source.committed)))
+    )
+    daemon.run(max_polls=20)
+    # each failure happened with nothing of the batch in hand committed; the first batch
+    # (97 records) failed five times before it went through
+    assert [committed for _, committed in seen] == [{}] * 5
+    assert daemon.health.broker_reachable and all(not ok for ok, _ in seen[1:])
+    assert registry.get_sample_value("streamwatch_broker_retries_total") == 5
+    assert source.committed == {("in", 0): 200, ("in", 1): 100}
+    # every reading got exactly one verdict, and the state stepped once per reading
+    scores = [json.loads(m.value) for m in sink.topic("scores")]
+    assert sorted((e["stream"], e["offset"]) for e in scores) == sorted(
+        (json.loads(r.value)["stream"], r.offset) for r in records
+    )
+    from streamwatch.normalize import COUNT
+
+    store = daemon.engine.store
+    slots = store.assign(["s0", "s1", "s2"], 2e9)
+    assert store.norm[slots, 0, COUNT].tolist() == [100.0, 100.0, 100.0]
+
+
+def test_a_stop_while_the_broker_is_away_commits_nothing_of_the_batch_in_hand(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = _FlakySink(failures=10**9)
+    daemon, source, _ = _flaky_daemon(
+        model_dir, _records(n_streams=2, length=20), sink, monkeypatch
+    )
+    sink.on_failure.append(lambda: sink.failed == 3 and daemon.stop())
+    daemon.run()  # returns: a stop is not held up by the broker
+    assert source.committed == {} and source.closed
+    assert "stopping without the last batch's outputs acknowledged" in caplog.text
+
+
+def test_an_error_that_needs_an_operator_ends_the_run(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = _FlakySink(failures=2, retriable=False)  # and the last try at the stop
+    daemon, source, _ = _flaky_daemon(
+        model_dir, _records(n_streams=2, length=20), sink, monkeypatch
+    )
+    with pytest.raises(SourceError):
+        daemon.run()
+    assert source.committed == {} and source.closed
+
+
+def test_verdicts_are_strict_json_and_future_readings_are_dead_lettered(model_dir: Path) -> None:
+    """A stream's first verdict has no forecast (null, not NaN); a reading dated past the
+    clock's tolerance is dead-lettered and does not lock its stream out."""
+    fmt = MessageFormat()
+    values = [fmt.encode("a", 1.7e9 + i, 1.0) for i in range(3)]
+    values.insert(1, fmt.encode("a", 32503680000.0, 1.0))  # the year 3000
+    records = [Record("in", 0, i, 0, None, v) for i, v in enumerate(values)]
+    daemon, source, sink, registry = _daemon(model_dir, records)
+    daemon.cfg = parse(
+        {
+            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
+            "outputs": {"scores_topic": "scores"},
+        }
+    )
+
+    def strict(name: str) -> float:
+        raise AssertionError(f"{name} in a verdict")
+
+    scores = [json.loads(m.value, parse_constant=strict) for m in _run_all(daemon, sink)]
+    assert [e["offset"] for e in scores] == [0, 2, 3]  # stepped on after the future one
+    assert scores[0]["prediction"] is None and scores[0]["scale"] is None
+    assert isinstance(scores[1]["prediction"], float)
+    dead = sink.topic("streamwatch-dead-letters")
+    assert [dict(m.headers)["streamwatch.reason"] for m in dead] == [b"future_timestamp"]
+    reason = {"reason": "future_timestamp"}
+    assert registry.get_sample_value("streamwatch_dead_letters_total", reason) == 1
+    assert source.committed == {("in", 0): 4}
+
+
+def _run_all(daemon: Daemon, sink: MemorySink) -> list:
+    while daemon.run_once():
+        pass
+    return sink.topic("scores")

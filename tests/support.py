@@ -1,0 +1,125 @@
+"""What the tests that run the daemon as a process share: a runner without torch, a metrics
+reader, waits on facts with deadlines, and small producer/consumer helpers for the real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer
+
+# The daemon runs where torch cannot be imported, as in production images without the extra.
+RUNNER = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+from streamwatch.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def consume_all(bootstrap: str, topic: str, want: int, timeout: float) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    got: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(got) < want:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(records)
+    finally:
+        consumer.close()
+    return got
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def wait_metric(port: int, name: str, at_least: float, timeout: float) -> float:
+    deadline, value = time.monotonic() + timeout, -1.0
+    while time.monotonic() < deadline:
+        try:
+            value = metric(port, name)
+            if value >= at_least:
+                return value
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{name} stayed at {value}, wanted >= {at_least}")
+
+
+def wait_ready(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:  # not serving yet, or 503 while it waits
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"/readyz on port {port} not ready in {timeout} s")
+
+
+class Daemon:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", RUNNER, str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def exit_code(self, timeout: float) -> int:
+        """Wait for a daemon expected to stop by itself; fail, with its log, if it does not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate()
+            raise AssertionError("the daemon kept running: " + self.output()) from None
