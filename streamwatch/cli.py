@@ -211,7 +211,8 @@ def _fraction_or_off(text: str) -> float | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamwatch.data import DataError, read_rows
     from streamwatch.engine import Engine
-    from streamwatch.replay import replay, write_scores
+    from streamwatch.forecast import format_summary, skill_report
+    from streamwatch.replay import forecast_columns, replay, write_scores
     from streamwatch.scoring import Scorer
     from streamwatch.state import StateStore
 
@@ -255,6 +256,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     verdicts = replay(engine, rows)
     seconds = time.monotonic() - started
     write_scores(args.out, rows, verdicts)
+    forecast = skill_report(forecast_columns(rows, verdicts.prediction, verdicts.scale))
+    print(format_summary(forecast["summary"]))
     log.info(
         "scored %d rows of %d streams in %.1fs; %d flagged; wrote %s",
         len(rows),
@@ -281,20 +284,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from streamwatch.evaluate import report
+    from streamwatch.forecast import format_summary, skill_report
     from streamwatch.labels import LabelError, read_labels
-    from streamwatch.replay import read_scores
+    from streamwatch.replay import forecast_columns, read_scores
 
     try:
-        rows, scores, flags = read_scores(args.scores)
-        labels = read_labels(args.labels, rows)
+        read = read_scores(args.scores)
+        rows, scores, flags = read.rows, read.score, read.anomaly
+        labels = read_labels(args.labels, rows) if args.labels else {}
     except (OSError, ValueError, LabelError) as exc:
         print(f"streamwatch evaluate: {exc}", file=sys.stderr)
         return 2
     groups = rows.by_stream()
     names, idx = list(groups), list(groups.values())
+    forecast = skill_report(forecast_columns(rows, read.prediction, read.scale))
+    head = ("stream", "rows", "mae", "persist", "skill", "bias", "cov50", "cov90", "cov99")
+    print("{:<24} {:>7} {:>10} {:>10} {:>7} {:>6} {:>5} {:>5} {:>5}".format(*head))
+    for name, sk in forecast["streams"].items():
+        cov = sk["coverage"]
+        print(
+            f"{name:<24} {sk['rows']:>7} {sk['mae']:>10.4g} {sk['persistence_mae']:>10.4g} "
+            f"{sk['skill']:>7.3f} {sk['bias']:>6.2f} "
+            f"{cov['0.5']:.3f} {cov['0.9']:.3f} {cov['0.99']:.3f}"
+        )
+    print(format_summary(forecast["summary"]))
+    if not args.labels:
+        if args.out:
+            Path(args.out).write_text(json.dumps({"forecast": forecast}, indent=2) + "\n")
+        return 0
     result = report(
         names, [scores[i] for i in idx], [flags[i] for i in idx], [labels.get(n, []) for n in names]
     )
+    result["forecast"] = forecast
     ev: dict[str, Any] = result["event"]  # type: ignore[assignment]
     print(f"{'stream':<24} {'labels':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
     for name, c in result["streams"].items():  # type: ignore[attr-defined]
@@ -349,12 +370,27 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         f"mae {val.get('val_mae_z', float('nan')):.4f} (naive "
         f"{val.get('val_naive_mae_z', float('nan')):.4f}) z units, "
         f"best epoch {val.get('epoch')} of {val.get('epochs_run')}",
+        _forecast_line(val.get("forecast")),
         f"calibration {json.dumps(d['calibration'].get('abs_error_quantiles', {}))}",
         f"envelopes   trained ranges of {len(model.spec.envelopes()):,} stream(s) "
         "(for scoring.envelope)",
     ]
     print("\n".join(lines))
     return 0
+
+
+def _forecast_line(f: dict[str, Any] | None) -> str:
+    if not f:
+        return "forecast    not recorded (trained before streamwatch measured it)"
+    cov = f["coverage"]
+    share = f.get("beats_persistence")
+    beats = "n/a" if share is None else f"{share:.0%}"
+    return (
+        f"forecast    validation, z units: MAE {f['mae']:.4f} vs persistence "
+        f"{f['naive_mae']:.4f} (skill {f['skill']:.3f}), bias {f['bias']:+.3f}, coverage "
+        f"50 % {cov['0.5']:.3f} 90 % {cov['0.9']:.3f} 99 % {cov['0.99']:.3f}; "
+        f"beats persistence on {beats} of {f['streams']} stream(s)"
+    )
 
 
 # -- run / check-config ------------------------------------------------------------------------
@@ -643,10 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(func=cmd_replay)
 
-    ev = sub.add_parser("evaluate", help="event-level and NAB scores of a replay")
+    ev = sub.add_parser(
+        "evaluate", help="forecast skill, and event-level and NAB scores, of a replay"
+    )
     ev.add_argument("--scores", required=True, help="CSV written by streamwatch replay")
     ev.add_argument(
-        "--labels", required=True, help="MSL labeled_anomalies.csv, or JSON timestamp windows"
+        "--labels",
+        help="MSL labeled_anomalies.csv, or JSON timestamp windows (without: forecast only)",
     )
     ev.add_argument("--out", help="write the report as JSON")
     ev.set_defaults(func=cmd_evaluate)

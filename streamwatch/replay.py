@@ -9,6 +9,7 @@ streams would be.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,22 @@ def _cell(values: np.ndarray) -> str:
     return ";".join(repr(float(v)) for v in np.atleast_1d(values))
 
 
-def read_scores(path: Path | str) -> tuple[Rows, np.ndarray, np.ndarray]:
-    """(rows, score, anomaly) from a file written by ``write_scores``."""
+@dataclass(frozen=True)
+class Scores:
+    """A scores file read back; prediction and scale are the first target's (NaN where the
+    stream had no forecast yet)."""
+
+    rows: Rows
+    score: np.ndarray
+    anomaly: np.ndarray
+    prediction: np.ndarray
+    scale: np.ndarray
+
+
+def read_scores(path: Path | str) -> Scores:
+    """What ``write_scores`` wrote."""
     streams: list[str] = []
-    ts, values, scores, flags = [], [], [], []
+    ts, values, scores, flags, predictions, scales = [], [], [], [], [], []
     with Path(path).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = set(COLUMNS) - set(reader.fieldnames or ())
@@ -85,7 +98,29 @@ def read_scores(path: Path | str) -> tuple[Rows, np.ndarray, np.ndarray]:
             streams.append(row["stream"])
             ts.append(float(row["timestamp"]))
             values.append(float(row["value"].split(";", 1)[0]))  # the first target
+            predictions.append(float(row["prediction"].split(";", 1)[0]))
+            scales.append(float(row["scale"].split(";", 1)[0]))
             scores.append(float(row["score"]))
             flags.append(row["anomaly"] == "1")
     rows = Rows(streams, np.asarray(ts), np.asarray(values))
-    return rows, np.asarray(scores), np.asarray(flags, bool)
+    return Scores(
+        rows,
+        np.asarray(scores),
+        np.asarray(flags, bool),
+        np.asarray(predictions),
+        np.asarray(scales),
+    )
+
+
+def forecast_columns(
+    rows: Rows, prediction: np.ndarray, scale: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per stream, in time order: (values, predictions, scales, timestamps) of the first
+    target, what ``forecast.skill_report`` takes."""
+    values = rows.values.reshape(len(rows), -1)[:, 0]
+    prediction = prediction.reshape(len(rows), -1)[:, 0]
+    scale = scale.reshape(len(rows), -1)[:, 0]
+    return {
+        name: (values[idx], prediction[idx], scale[idx], rows.timestamps[idx])
+        for name, idx in rows.by_stream().items()
+    }

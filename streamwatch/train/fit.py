@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamwatch import __version__
+from streamwatch import __version__, forecast
 from streamwatch.data import summary
 from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
 from streamwatch.normalize import Normalizer
@@ -140,6 +140,12 @@ def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[
     mae = float(torch.abs(data.targets - mu)[mask].mean())
     naive = data.inputs[..., : data.targets.shape[2]]  # "next equals this one", z units
     naive_mae = float(torch.abs(data.targets - naive)[mask].mean())
+    # the forecast's figures on the validation split, pooled and per stream, in z units (a
+    # replay reports the same in raw units: forecast.py)
+    cols = [a.numpy().astype(np.float64) for a in (data.targets, mu, sigma, naive)]
+    m = mask.numpy()
+    pooled = forecast.figures(*(c[m] for c in cols))
+    streams = [forecast.figures(*(c[i][m[i]] for c in cols)) for i in range(len(m)) if m[i].any()]
     return {
         "val_nll": nll,
         "val_mae_z": mae,
@@ -150,7 +156,24 @@ def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[
         },
         "error_mean": float(err.mean()),
         "error_std": float(err.std()),
+        "forecast": {
+            **pooled,
+            "coverage": {str(q): c for q, c in pooled["coverage"].items()},
+            "streams": len(streams),
+            "beats_persistence": _share([f["mae"] <= f["naive_mae"] for f in streams]),
+            "median_skill": _median([f["skill"] for f in streams]),
+            "median_abs_bias": _median([abs(f["bias"]) for f in streams]),
+            "median_coverage_0.9": _median([f["coverage"][0.9] for f in streams]),
+        },
     }
+
+
+def _median(xs: list[float]) -> float | None:
+    return float(np.median(xs)) if xs else None
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def fit(

@@ -80,7 +80,10 @@ def test_scores_file_round_trip_and_warmup_rows_score_zero(
     rows = read_rows([labelled[0]])
     verdicts = replay(_engine(), rows)
     write_scores(tmp_path / "s.csv", rows, verdicts)
-    back, scores, flags = read_scores(tmp_path / "s.csv")
+    read = read_scores(tmp_path / "s.csv")
+    back, scores, flags = read.rows, read.score, read.anomaly
+    np.testing.assert_array_equal(read.prediction, verdicts.prediction[:, 0])
+    np.testing.assert_array_equal(read.scale, verdicts.scale[:, 0])
     assert back.streams == rows.streams
     np.testing.assert_array_equal(back.values, rows.values)
     np.testing.assert_allclose(scores, verdicts.score, atol=1e-6)
