@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -41,7 +42,16 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
     producer.close()
 
 
-def consume_all(bootstrap: str, topic: str, want: int, timeout: float) -> list:
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    want: int,
+    timeout: float,
+    until: Callable[[list], bool] | None = None,
+) -> list:
+    """Read ``topic`` from the start until ``want`` records (or, given ``until``, until it
+    says the records read so far are enough) or ``timeout`` seconds."""
+    done = until or (lambda got: len(got) >= want)
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -52,7 +62,7 @@ def consume_all(bootstrap: str, topic: str, want: int, timeout: float) -> list:
     got: list = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and len(got) < want:
+        while time.monotonic() < deadline and not done(got):
             for records in consumer.poll(timeout_ms=500).values():
                 got.extend(records)
     finally:
