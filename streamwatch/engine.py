@@ -219,7 +219,9 @@ class Engine:
         self.model_calls += 1
         store.state[s] = new_state
         store.norm[s] = stats.reshape(-1, n_t, 3)
-        nxt, nxt_scale = self.normalizer.denormalize(stats, mu.reshape(-1), sigma.reshape(-1))
+        nxt, nxt_scale = self.normalizer.denormalize(
+            stats, mu.reshape(-1), sigma.reshape(-1), x.reshape(-1), x_in[:, :n_t].reshape(-1)
+        )
         store.forecast[s], store.scale[s] = nxt.reshape(-1, n_t), nxt_scale.reshape(-1, n_t)
         seen = stats[::n_t, COUNT].astype(np.int64)
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score

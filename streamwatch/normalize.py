@@ -10,6 +10,15 @@ readings) and resist outliers: after ``warmup`` readings each deviation is winso
 The state of one stream is three float64 numbers ``(count, mean, var)``; arrays of them are
 updated for a whole batch at once.
 
+The model's ``mu`` is its input plus a predicted change (``train/module.py``).  ``base``
+says what that change is added to in raw units.  ``"reading"`` (what training writes now):
+the forecast is the current reading plus the change times the spread, and the training
+target is the change itself, ``(x[t+1] - x[t]) / std``, so the forecast is never pulled
+towards the running mean.  ``"mean"`` (models trained before): the forecast is
+``mean + mu * std``, where ``mu`` starts from the input *clipped* to ``clip`` deviations, so
+after a step far outside the stream's spread (a piecewise-constant telemetry channel that
+jumps) the forecast trailed the reading by the part of the step beyond the clip.
+
 >>> norm = Normalizer(window=100, clip=4.0, warmup=5)
 >>> stats = norm.new_stats(1)
 >>> zs = [float(norm.update(stats, np.array([x]))[0]) for x in [10.0, 12.0, 11.0, 9.0, 10.0]]
@@ -34,6 +43,7 @@ class Normalizer:
     warmup: int = 20  # readings of plain running mean/variance before winsorising starts
     target_clip: float = 20.0  # |z| bound for training targets, so outliers do not dominate
     rel_floor: float = 1e-4  # std floor relative to |mean|: a constant stream is not 0/0
+    base: str = "reading"  # what the predicted change is added to: "reading" or "mean"
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -42,6 +52,8 @@ class Normalizer:
             raise ValueError("normalization.clip and target_clip must be > 0")
         if self.warmup < 2:
             raise ValueError("normalization.warmup must be >= 2")
+        if self.base not in ("reading", "mean"):
+            raise ValueError("normalization.base must be 'reading' or 'mean'")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "ew_winsorized", **asdict(self)}
@@ -52,6 +64,7 @@ class Normalizer:
         method = d.pop("method", "ew_winsorized")
         if method != "ew_winsorized":
             raise ValueError(f"unknown normalization method {method!r}")
+        d.setdefault("base", "mean")  # written before "base" existed: the old denormalisation
         return cls(**d)
 
     @staticmethod
@@ -85,17 +98,28 @@ class Normalizer:
         return np.clip(z, -clip, clip)
 
     def denormalize(
-        self, stats: np.ndarray, mu: np.ndarray, sigma: np.ndarray
+        self,
+        stats: np.ndarray,
+        mu: np.ndarray,
+        sigma: np.ndarray,
+        x: np.ndarray,
+        z_in: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Model outputs in z units of ``stats`` -> prediction and scale in raw units."""
+        """Model outputs in z units of ``stats`` -> prediction and scale in raw units, given the
+        reading ``x`` and the model input ``z_in`` it became (see ``base``)."""
         std = self.std(stats)
+        if self.base == "reading":
+            return x + (mu - z_in) * std, sigma * std
         return stats[:, MEAN] + mu * std, sigma * std
 
     def sequence(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalise whole series ``x`` of shape (streams, time) as serving would.
 
         Returns (inputs, targets): ``inputs[:, t]`` is z of reading t; ``targets[:, t]`` is
-        reading t+1 in the z units of the statistics after reading t (NaN for the last t).
+        what ``mu`` should be at t (NaN for the last t): with ``base`` "reading", the input
+        plus the change to reading t+1 in units of the spread after reading t; with "mean",
+        reading t+1 in the z units of the statistics after reading t.  Either is clipped to
+        ``target_clip``.
         """
         n_streams, length = x.shape
         stats = self.new_stats(n_streams)
@@ -104,5 +128,10 @@ class Normalizer:
         for t in range(length):
             inputs[:, t] = self.update(stats, x[:, t])
             if t + 1 < length:
-                targets[:, t] = self.z(stats, x[:, t + 1], self.target_clip)
+                if self.base == "reading":
+                    change = (x[:, t + 1] - x[:, t]) / self.std(stats)
+                    bound = self.target_clip
+                    targets[:, t] = inputs[:, t] + np.clip(change, -bound, bound)
+                else:
+                    targets[:, t] = self.z(stats, x[:, t + 1], self.target_clip)
         return inputs, targets

@@ -188,3 +188,52 @@ def test_a_reloaded_model_brings_its_trained_ranges_to_live_streams(
     inside = trained[later].mean(axis=0)  # inside its range, which so stays where it is
     engine.process([later], inside, now=1.0)  # a stream that starts after the reload
     assert store.envelope[store.slot(later)].tolist() == trained[later].tolist()
+
+
+def test_a_change_target_is_the_step_in_units_of_the_spread() -> None:
+    norm = Normalizer(window=50, warmup=5)
+    x = np.cumsum(np.random.default_rng(5).normal(0, 1, (2, 200)), axis=1)
+    x[:, 150] += 40.0  # a step far beyond the clip
+    inputs, targets = norm.sequence(x)
+    stats = norm.new_stats(2)
+    for t in range(199):
+        norm.update(stats, x[:, t])
+        change = np.clip((x[:, t + 1] - x[:, t]) / norm.std(stats), -20, 20)
+        np.testing.assert_allclose(targets[:, t] - inputs[:, t], change, rtol=1e-5, atol=1e-5)
+
+
+class _NoChange:
+    """A model that predicts no change: mu is its input."""
+
+    def __init__(self, spec: object) -> None:
+        self.spec = spec
+
+    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, ...]:
+        return x[:, :1].copy(), np.ones((len(x), 1), np.float32), state
+
+
+@pytest.mark.parametrize("base", ["reading", "mean"])
+def test_no_change_is_persistence_only_when_the_base_is_the_reading(base: str) -> None:
+    """With base "reading" a model that predicts no change forecasts the last reading, even
+    after a step far outside the stream's spread; the old "mean" base trailed such a step by
+    the part beyond the clip (MSL's piecewise-constant channels)."""
+    from streamwatch.model.artifact import ModelSpec
+
+    spec = ModelSpec("m", "1", ("value",), ("value",), 1, 4, Normalizer(base=base), "")
+    engine = Engine(_NoChange(spec), StateStore.for_model(spec), Scorer())  # type: ignore[arg-type]
+    x = np.r_[np.full(100, 1.0) + 0.001 * np.sin(np.arange(100)), np.full(20, 5.0)]
+    out = [engine.process(["a"], np.array([v]), 0.0).prediction[0, 0] for v in x]
+    prediction = np.array(out[1:])  # made at the previous reading
+    if base == "reading":
+        np.testing.assert_allclose(prediction, x[:-1], rtol=1e-5)
+    else:
+        assert abs(prediction[100] - x[100]) > 1.0  # right after the step: far behind it
+
+
+def test_old_artifacts_keep_the_mean_base() -> None:
+    d = Normalizer().to_dict()
+    assert d["base"] == "reading"
+    del d["base"]
+    assert Normalizer.from_dict(d).base == "mean"
+    with pytest.raises(ValueError, match=r"normalization\.base"):
+        Normalizer(base="median")
