@@ -156,11 +156,17 @@ def main() -> None:
     p.add_argument("--on-train", action="store_true", help="replay the training rows")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--likelihood", default="gaussian", help="training loss: gaussian or laplace")
     p.add_argument("--json", type=Path, help="write every figure as JSON")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = TrainConfig(
-        hidden_size=args.hidden, epochs=args.epochs, patience=10, seed=0, device="cpu"
+        hidden_size=args.hidden,
+        epochs=args.epochs,
+        patience=10,
+        seed=0,
+        device="cpu",
+        likelihood=args.likelihood,
     )
     results = {}
     for name in args.sets.split(","):

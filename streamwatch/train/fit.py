@@ -48,6 +48,7 @@ class TrainConfig:
     patience: int = 5  # epochs without validation improvement before stopping
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
+    likelihood: str = "gaussian"  # or laplace: the location is the median, not the mean
     normalization: Normalizer = field(default_factory=Normalizer)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,7 @@ class TrainConfig:
             "lr": self.lr > 0,
             "val_fraction": 0.0 < self.val_fraction < 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,
+            "likelihood": self.likelihood in ("gaussian", "laplace"),
         }
         for key, ok in checks.items():
             if not ok:
@@ -119,22 +121,37 @@ def _prepare(series: dict[str, np.ndarray], cfg: TrainConfig, n_targets: int) ->
     )
 
 
+SQRT2 = math.sqrt(2.0)
+
+
 def _nll(
-    mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    likelihood: str = "gaussian",
 ) -> torch.Tensor:
+    """Mean negative log-likelihood (up to a constant).  ``sigma`` is the forecast's standard
+    deviation either way: a Laplace's scale is sigma / sqrt 2, and its location the median."""
     y = torch.where(mask[..., None], y, mu.detach())  # masked steps contribute 0 error
-    per_step = (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean(dim=-1)
+    if likelihood == "laplace":
+        b = sigma / SQRT2
+        per_step = (torch.log(b) + torch.abs(y - mu) / b).mean(dim=-1)
+    else:
+        per_step = (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean(dim=-1)
     return (per_step * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _evaluate(model: Forecaster, data: _Prepared, device: torch.device) -> dict[str, Any]:
+def _evaluate(
+    model: Forecaster, data: _Prepared, device: torch.device, likelihood: str = "gaussian"
+) -> dict[str, Any]:
     """Validation NLL and normalised-error statistics, over full sequences."""
     model.eval()
     with torch.no_grad():
         mu, sigma, _ = model(data.inputs.to(device))
         mu, sigma = mu.cpu(), sigma.cpu()
     mask = data.val_mask
-    nll = float(_nll(mu, sigma, data.targets, mask))
+    nll = float(_nll(mu, sigma, data.targets, mask, likelihood))
     err = ((data.targets - mu) / sigma)[mask].numpy().astype(np.float64).reshape(-1)
     abs_err = np.abs(err)
     mae = float(torch.abs(data.targets - mu)[mask].mean())
@@ -225,14 +242,14 @@ def fit(
                 n = int(mask.sum())
                 if n == 0:
                     continue
-                loss = _nll(mu, sigma, data.targets[idx, sl].to(device), mask)
+                loss = _nll(mu, sigma, data.targets[idx, sl].to(device), mask, cfg.likelihood)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 total += float(loss.detach()) * n
                 steps += n
-        metrics = _evaluate(model, data, device)
+        metrics = _evaluate(model, data, device, cfg.likelihood)
         sched.step(metrics["val_nll"])
         train_nll = total / max(steps, 1)
         history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": metrics["val_nll"]})

@@ -1,7 +1,8 @@
 """Hypothesis profiles shared by the fuzz suites in this directory.
 
 ``make test`` runs the bounded ``fuzz`` profile: 200 examples a test, seconds in all.  To hunt
-longer (100 times the examples, some minutes a suite), pick the ``long`` profile::
+longer (100 times the examples: some 20 minutes for the config suite on 2 cores), pick the
+``long`` profile::
 
     HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/fuzz
 
