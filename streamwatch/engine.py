@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamwatch import serve
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import COUNT
 from streamwatch.scoring import Scorer
@@ -179,6 +180,7 @@ class Engine:
             if len(gap):
                 store.state[gap] = 0.0
                 store.forecast[gap] = store.scale[gap] = np.nan  # no score across the gap
+                store.serve[gap, serve.MODEL] = store.serve[gap, serve.PREVIOUS] = np.nan
         store.last_ts[s] = np.fmax(last, t)
         return pos
 
@@ -222,8 +224,12 @@ class Engine:
         nxt, nxt_scale = self.normalizer.denormalize(
             stats, mu.reshape(-1), sigma.reshape(-1), x.reshape(-1), x_in[:, :n_t].reshape(-1)
         )
-        store.forecast[s], store.scale[s] = nxt.reshape(-1, n_t), nxt_scale.reshape(-1, n_t)
         seen = stats[::n_t, COUNT].astype(np.int64)
+        rows = store.serve[s]  # a gathered copy, written back below
+        store.forecast[s], store.scale[s] = serve.step(
+            rows, x, nxt.reshape(-1, n_t), nxt_scale.reshape(-1, n_t), seen, prediction, scale
+        )
+        store.serve[s] = rows
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score
         out.seen[pos] = seen
         out.anomaly[pos] = flag

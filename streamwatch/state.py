@@ -24,6 +24,7 @@ from collections.abc import Collection
 
 import numpy as np
 
+from streamwatch import serve
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import Normalizer
 from streamwatch.scoring import N_STATS
@@ -42,7 +43,10 @@ _ROWS = (
     "key",
     "window",
     "window_stats",
+    "serve",
 )
+# Rows a snapshot written before they existed lacks: restored as a new stream has them.
+_OPTIONAL = frozenset({"serve"})
 
 
 class StateStore:
@@ -87,6 +91,8 @@ class StateStore:
         self.owner = np.full(capacity, -1, np.int16)  # the source partition it arrives on
         self.last_ts = np.full(capacity, np.nan)  # the stream's latest reading time (epoch s)
         self.key = np.zeros(capacity, np.uint64)  # the slot's stream id hash; 0: free
+        # what the stream is scored against: model or persistence, and the scale's factor
+        self.serve = serve.new_rows(capacity, self.n_targets)
         self._alloc_window(capacity, 0)  # the engine shapes it for its scorer (set_window)
 
     def _alloc_window(self, capacity: int, width: int) -> None:
@@ -150,6 +156,7 @@ class StateStore:
         self.last_ts[slot] = np.nan
         self.window[slot] = np.nan
         self.window_stats[slot] = 0.0
+        serve.reset(self.serve[slot : slot + 1])
 
     def set_envelopes(self, table: dict[str, np.ndarray]) -> None:
         """Take the trained ranges of the model being served (stream id -> (2, targets)):
@@ -237,10 +244,12 @@ class StateStore:
         many streams came back."""
         if len(self):
             raise ValueError("the state store already holds streams")
-        missing = sorted(set(_ROWS) - {"last_seen"} - set(rows))
+        missing = sorted(set(_ROWS) - {"last_seen"} - _OPTIONAL - set(rows))
         if missing:
             raise ValueError(f"no {', '.join(missing)} rows")
         n = len(rows["key"])
+        if "serve" not in rows:
+            rows = {**rows, "serve": serve.new_rows(n, self.n_targets)}
         for name, arr in rows.items():
             mine = getattr(self, name, None)
             if mine is None or name == "last_seen":

@@ -48,7 +48,9 @@ class TrainConfig:
     patience: int = 5  # epochs without validation improvement before stopping
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
-    likelihood: str = "gaussian"  # or laplace: the location is the median, not the mean
+    # laplace: the location is the median, which beats persistence where most changes are 0
+    # and a few are large (telemetry); gaussian: the mean
+    likelihood: str = "laplace"
     normalization: Normalizer = field(default_factory=Normalizer)
 
     def __post_init__(self) -> None:

@@ -221,13 +221,17 @@ def test_no_change_is_persistence_only_when_the_base_is_the_reading(base: str) -
 
     spec = ModelSpec("m", "1", ("value",), ("value",), 1, 4, Normalizer(base=base), "")
     engine = Engine(_NoChange(spec), StateStore.for_model(spec), Scorer())  # type: ignore[arg-type]
+    from streamwatch import serve
+
     x = np.r_[np.full(100, 1.0) + 0.001 * np.sin(np.arange(100)), np.full(20, 5.0)]
-    out = [engine.process(["a"], np.array([v]), 0.0).prediction[0, 0] for v in x]
-    prediction = np.array(out[1:])  # made at the previous reading
+    model = []  # the model's own forecast of the next reading (before any fallback)
+    for v in x:
+        engine.process(["a"], np.array([v]), 0.0)
+        model.append(engine.store.serve[engine.store.slot("a"), serve.MODEL, 0])
     if base == "reading":
-        np.testing.assert_allclose(prediction, x[:-1], rtol=1e-5)
+        np.testing.assert_allclose(model, x, rtol=1e-5)
     else:
-        assert abs(prediction[100] - x[100]) > 1.0  # right after the step: far behind it
+        assert abs(model[100] - x[100]) > 1.0  # right after the step: far behind it
 
 
 def test_old_artifacts_keep_the_mean_base() -> None:
