@@ -55,3 +55,17 @@ def test_rows_reset_to_no_history() -> None:
     rows = serve.new_rows(2, 3)
     assert rows.shape == (2, serve.ROWS, 3)
     assert np.isnan(rows[:, serve.MODEL]).all() and (rows[:, serve.FACTOR] == 1.0).all()
+
+
+def test_a_snapshot_from_before_the_serve_rows_restores_with_fresh_ones() -> None:
+    from streamwatch.state import StateStore
+
+    store = StateStore(state_size=4, n_targets=1)
+    slots = store.assign(["a", "b"], now=0.0)
+    store.serve[slots, serve.FACTOR] = 3.0
+    rows = store.export()
+    del rows["serve"]  # what a snapshot written before this release holds
+    again = StateStore(state_size=4, n_targets=1)
+    assert again.restore(rows, now=1.0) == 2
+    back = again.serve[[again.slot("a"), again.slot("b")]]
+    assert (back[:, serve.FACTOR] == 1.0).all() and np.isnan(back[:, serve.MODEL]).all()
