@@ -377,7 +377,7 @@ def _label(key: Any) -> str:
     return _shown(key)
 
 
-def _join(path: str, key: Any) -> str:
+def key_path(path: str, key: Any) -> str:
     return f"{path}.{_label(key)}" if path else _label(key)
 
 
@@ -387,7 +387,7 @@ def _check_key(path: str, key: Any) -> None:
     kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
     hint = " (YAML reads unquoted yes, no, on and off as booleans)" if isinstance(key, bool) else ""
     raise ConfigError(
-        _join(path, key),
+        key_path(path, key),
         f"a key must be a string, not {kind.get(type(key), type(key).__name__)}; quote it{hint}",
     )
 
@@ -448,14 +448,14 @@ def build(cls: type, data: Any, path: str) -> Any:
     for key in data:
         _check_key(path, key)
         if key not in fields:
-            raise ConfigError(_join(path, key), "unknown key")
+            raise ConfigError(key_path(path, key), "unknown key")
     kwargs = {}
     for name, f in fields.items():
-        key_path = f"{path}.{name}" if path else name
+        where = f"{path}.{name}" if path else name
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key_path)
+            kwargs[name] = _convert(hints[name], data[name], where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(key_path, "required key is missing")
+            raise ConfigError(where, "required key is missing")
     try:
         obj = cls(**kwargs)
         check = getattr(obj, "check", None)

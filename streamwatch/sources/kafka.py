@@ -12,7 +12,7 @@ from kafka import __version__ as kafka_version
 from kafka.errors import AuthorizationError, GroupAuthorizationFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from streamwatch.config import KafkaConfig
+from streamwatch.config import KafkaConfig, key_path
 from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
 from streamwatch.sinks import DENIED
@@ -39,7 +39,8 @@ def check_extra_settings(cfg: KafkaConfig) -> None:
     ):
         for key in getattr(cfg, section):
             if key not in known:
-                raise ConfigError(f"kafka.{section}.{key}", "not a kafka-python setting")
+                # the key as the config loader shows keys: quoted and cut when it is odd
+                raise ConfigError(key_path(f"kafka.{section}", key), "not a kafka-python setting")
 
 
 class _Listener(ConsumerRebalanceListener):

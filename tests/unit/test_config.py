@@ -331,3 +331,16 @@ def test_odd_keys_are_quoted_in_the_path() -> None:
     with pytest.raises(ConfigError) as err:
         parse({**BASE, ("a", "b"): 1})  # a complex key, as from ? [a, b] in YAML
     assert err.value.path == "('a', 'b')"
+
+
+def test_an_odd_kafka_python_key_is_named_short_and_on_one_line() -> None:
+    from streamwatch.sources.kafka import check_extra_settings
+
+    cfg = parse(_kafka(consumer={"x" * 5000 + "\n": 1}))
+    with pytest.raises(ConfigError) as err:
+        check_extra_settings(cfg.kafka)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert message.startswith("kafka.consumer.'xxx") and message.endswith(
+        "not a kafka-python setting"
+    )
+    assert len(message) < 200 and "\n" not in message
