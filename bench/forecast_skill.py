@@ -137,7 +137,10 @@ def gutentag(args: argparse.Namespace, cfg: TrainConfig) -> dict | None:
             model = _model(out, {name: train[:, None]}, cfg, args.retrain)
             arr = (train if args.on_train else test)[:, None]
             rows = _rows(name, arr, start=0 if args.on_train else len(train))
-            parts.append(_skill(model, rows))
+            report = _skill(model, rows)
+            # the two seeds name their series alike: keep both
+            report["streams"] = {f"{path.stem}/{k}": v for k, v in report["streams"].items()}
+            parts.append(report)
     return _pooled(parts) if parts else None
 
 

@@ -226,9 +226,8 @@ class Engine:
         )
         seen = stats[::n_t, COUNT].astype(np.int64)
         rows = store.serve[s]  # a gathered copy, written back below
-        store.forecast[s], store.scale[s] = serve.step(
-            rows, x, nxt.reshape(-1, n_t), nxt_scale.reshape(-1, n_t), seen, prediction, scale
-        )
+        store.forecast[s] = serve.step(rows, x, nxt.reshape(-1, n_t), seen)
+        store.scale[s] = nxt_scale.reshape(-1, n_t)
         store.serve[s] = rows
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score
         out.seen[pos] = seen
