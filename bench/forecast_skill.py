@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--on-train", action="store_true", help="replay the training rows")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--likelihood", default="laplace", help="training loss: laplace or gaussian")
+    p.add_argument("--likelihood", default="gaussian", help="training loss: gaussian or laplace")
     p.add_argument("--json", type=Path, help="write every figure as JSON")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
