@@ -133,3 +133,54 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.terminate()
             raise AssertionError("the daemon kept running: " + self.output()) from None
+
+
+def scores_config(
+    path: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    group: str,
+    model_dir: Path,
+    port: int,
+    extra: str = "",
+) -> Path:
+    """A daemon config reading ``topics["readings"]`` and writing every verdict to
+    ``topics["scores"]`` (anomalies and dead letters to their own), for tests that account
+    for each input; ``extra``: more YAML under ``kafka:`` (two-space indented)."""
+    path.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  input_topics: [{topics["readings"]}]
+  group_id: {group}
+  poll_timeout_ms: 200
+{extra}model:
+  path: "{model_dir}"
+outputs:
+  anomalies_topic: {topics["anomalies"]}
+  dead_letter_topic: {topics["dead"]}
+  scores_topic: {topics["scores"]}
+metrics:
+  host: 127.0.0.1
+  port: {port}
+"""
+    )
+    return path
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict:
+    """Wait (30 s at most) until ``group`` has committed every partition of ``topic`` up to
+    its end; return the end offsets (TopicPartition -> offset), having asserted it."""
+    from kafka.structs import TopicPartition
+
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = watcher.end_offsets(parts)
+        deadline = time.monotonic() + 30
+        while {tp: watcher.committed(tp) for tp in parts} != ends and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert {tp: watcher.committed(tp) for tp in parts} == ends
+        return dict(ends)
+    finally:
+        watcher.close()

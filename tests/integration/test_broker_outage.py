@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.structs import TopicPartition
-from support import Daemon, consume_all, free_port, metric, produce, wait_metric, wait_ready
+from support import (
+    Daemon,
+    consume_all,
+    free_port,
+    metric,
+    produce,
+    scores_config,
+    wait_committed,
+    wait_metric,
+    wait_ready,
+)
 
 from streamwatch.codec import MessageFormat
 
@@ -59,27 +68,9 @@ def test_the_daemon_rides_out_a_broker_outage_and_loses_nothing(
     )
     admin.close()
     port = free_port()
-    config = tmp_path / "streamwatch.yaml"
-    config.write_text(
-        f"""
-kafka:
-  bootstrap_servers: "{bootstrap}"
-  input_topics: [{topics["readings"]}]
-  group_id: outage-{tag}
-  poll_timeout_ms: 200
-  max_poll_records: 100
-model:
-  path: "{model_dir}"
-scoring:
-  warmup: 20
-outputs:
-  anomalies_topic: {topics["anomalies"]}
-  dead_letter_topic: {topics["dead"]}
-  scores_topic: {topics["scores"]}
-metrics:
-  host: 127.0.0.1
-  port: {port}
-"""
+    extra = "  max_poll_records: 100\n"  # a backlog is many batches: the kill cuts one
+    config = scores_config(
+        tmp_path / "streamwatch.yaml", bootstrap, topics, f"outage-{tag}", model_dir, port, extra
     )
     before, backlog, after = _readings(0, 50), _readings(50, 3050), _readings(3050, 3100)
     produce(bootstrap, topics["readings"], before)
@@ -111,16 +102,7 @@ metrics:
         assert daemon.proc.poll() is None, daemon.output()
         # every reading has its verdict, and the group's offsets reach the end
         scores = consume_all(bootstrap, topics["scores"], want=total, timeout=60)
-        watcher = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=f"outage-{tag}", enable_auto_commit=False
-        )
-        parts = [TopicPartition(topics["readings"], p) for p in range(2)]
-        ends = watcher.end_offsets(parts)
-        deadline = time.monotonic() + 30
-        while {tp: watcher.committed(tp) for tp in parts} != ends and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert {tp: watcher.committed(tp) for tp in parts} == ends
-        watcher.close()
+        ends = wait_committed(bootstrap, f"outage-{tag}", topics["readings"], 2)
     finally:
         code = daemon.terminate()
     output = daemon.output()

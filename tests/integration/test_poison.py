@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.structs import TopicPartition
-from support import Daemon, consume_all, free_port, wait_metric
+from support import Daemon, consume_all, free_port, scores_config, wait_committed, wait_metric
 
 pytestmark = pytest.mark.kafka
 
@@ -151,37 +149,15 @@ def test_poison_messages_are_dead_lettered_and_good_readings_all_get_verdicts(
     total = len(good) + len(expected)
 
     port = free_port()
-    config = tmp_path / "streamwatch.yaml"
-    config.write_text(
-        f"""
-kafka:
-  bootstrap_servers: "{kafka_bootstrap}"
-  input_topics: [{topics["readings"]}]
-  group_id: poison-{tag}
-  poll_timeout_ms: 200
-model:
-  path: "{model_dir}"
-outputs:
-  anomalies_topic: {topics["anomalies"]}
-  dead_letter_topic: {topics["dead"]}
-  scores_topic: {topics["scores"]}
-metrics:
-  host: 127.0.0.1
-  port: {port}
-"""
+    config = scores_config(
+        tmp_path / "streamwatch.yaml", kafka_bootstrap, topics, f"poison-{tag}", model_dir, port
     )
     daemon = Daemon(config, tmp_path / "daemon.log")
     try:
         wait_metric(port, "streamwatch_records_consumed_total", total, timeout=120)
-        watcher = KafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, group_id=f"poison-{tag}", enable_auto_commit=False
-        )
-        tp = TopicPartition(topics["readings"], 0)
-        deadline = time.monotonic() + 30
-        while watcher.committed(tp) != total and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert watcher.committed(tp) == total  # all of it: no replay after any restart
-        watcher.close()
+        # all of it committed: no replay after any restart
+        ends = wait_committed(kafka_bootstrap, f"poison-{tag}", topics["readings"], 1)
+        assert list(ends.values()) == [total]
         assert daemon.proc.poll() is None, daemon.output()
     finally:
         code = daemon.terminate()
