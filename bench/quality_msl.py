@@ -62,8 +62,10 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, scorers: list[Scorer]) -> di
         t0 = time.perf_counter()
         train = np.load(args.msl_dir / f"{chan}_train.npy")
         test = np.load(args.msl_dir / f"{chan}_test.npy")
+        if args.value_only:  # the telemetry value alone, no command columns
+            train, test = train[:, :1], test[:, :1]
         out = args.work / "msl" / chan
-        spec = train_artifact({chan: train}, cfg, out, feature_names=names)
+        spec = train_artifact({chan: train}, cfg, out, feature_names=names[: train.shape[1]])
         model = load_model(out)
         spans = [tuple(s) for s in json.loads(labels[chan]["anomaly_sequences"])]
         cells = []
@@ -253,6 +255,9 @@ def main() -> None:
         help="replay each channel's train array before its test array to warm the stream up "
         "(default: no, the test array is a new stream, in warm-up for its first readings; the "
         "two arrays are separate recordings, and the jump between them reads as an anomaly)",
+    )
+    p.add_argument(
+        "--value-only", action="store_true", help="MSL: the value column alone, no commands"
     )
     p.add_argument("--skip-msl", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
