@@ -32,7 +32,7 @@ from quality_msl import MSL, _rows
 from streamwatch import synth
 from streamwatch.data import Rows
 from streamwatch.engine import Engine
-from streamwatch.forecast import format_summary, skill_report
+from streamwatch.forecast import Skill, format_summary, report, stream_skill
 from streamwatch.model import load_model
 from streamwatch.replay import forecast_columns, replay
 from streamwatch.scoring import Scorer
@@ -48,45 +48,17 @@ def _model(out: Path, series: dict[str, np.ndarray], cfg: TrainConfig, retrain: 
     return load_model(out)
 
 
-def _skill(model, rows: Rows) -> dict:
+def _skill(model, rows: Rows) -> dict[str, Skill]:
+    """Each stream's figures over ``rows`` replayed through a fresh engine."""
     engine = Engine(model, StateStore(model.spec.state_size), Scorer())
     verdicts = replay(engine, rows)
-    return skill_report(forecast_columns(rows, verdicts.prediction, verdicts.scale))
-
-
-def _pooled(parts: list[dict]) -> dict:
-    """Several reports (one model each) -> one report over all their streams."""
-    streams: dict = {}
-    for p in parts:
-        streams.update(p["streams"])
-    judged = [s for s in streams.values() if s["rows"] and s["persistence_mae"] > 0]
-
-    def med(xs: list[float]) -> float | None:
-        xs = [x for x in xs if x is not None and np.isfinite(x)]
-        return float(np.median(xs)) if xs else None
-
-    summary = {
-        "streams": len(streams),
-        "judged": len(judged),
-        "beats_persistence": sum(s["mae"] <= s["persistence_mae"] for s in judged) / len(judged),
-        "median_mae_ratio": med([s["mae"] / s["persistence_mae"] for s in judged]),
-        "median_seasonal_ratio": med(
-            [s["mae"] / s["seasonal_mae"] for s in judged if s["seasonal_mae"]]
-        ),
-        "median_skill": med([s["skill"] for s in judged]),
-        "median_abs_bias": med([abs(s["bias"]) for s in judged]),
-        **{
-            f"median_coverage_{q}": med([s["coverage"][q] for s in judged])
-            for q in ("0.5", "0.9", "0.99")
-        },
-        "p10_coverage_0.9": float(np.percentile([s["coverage"]["0.9"] for s in judged], 10)),
-    }
-    return {"summary": summary, "streams": streams}
+    columns = forecast_columns(rows, verdicts.prediction, verdicts.scale)
+    return {name: stream_skill(*cols) for name, cols in columns.items()}
 
 
 def msl(args: argparse.Namespace, cfg: TrainConfig, commands: bool) -> dict:
     labels = csv.DictReader((args.msl_dir / "labeled_anomalies.csv").open())
-    parts = []
+    per: dict[str, Skill] = {}
     for chan in sorted(r["chan_id"] for r in labels):
         train = np.load(args.msl_dir / f"{chan}_train.npy")
         test = np.load(args.msl_dir / f"{chan}_test.npy")
@@ -96,8 +68,8 @@ def msl(args: argparse.Namespace, cfg: TrainConfig, commands: bool) -> dict:
         names = CMD_NAMES if commands else CMD_NAMES[:1]
         model = _model(out, {chan: train}, cfg, args.retrain, feature_names=names)
         rows = _rows(chan, train) if args.on_train else _rows(chan, test, start=len(train))
-        parts.append(_skill(model, rows))
-    return _pooled(parts)
+        per.update(_skill(model, rows))
+    return report(per)
 
 
 def synthetic(args: argparse.Namespace, cfg: TrainConfig) -> dict:
@@ -121,11 +93,11 @@ def synthetic(args: argparse.Namespace, cfg: TrainConfig) -> dict:
         np.repeat(whole.timestamps[part], n),
         values.T.reshape(-1),
     )
-    return _skill(model, rows)
+    return report(_skill(model, rows))
 
 
 def gutentag(args: argparse.Namespace, cfg: TrainConfig) -> dict | None:
-    parts = []
+    per: dict[str, Skill] = {}
     for path in args.gutentag:
         if not path.exists():
             print(f"  {path}: no suite (make gutentag-suite writes it); skipped")
@@ -137,11 +109,9 @@ def gutentag(args: argparse.Namespace, cfg: TrainConfig) -> dict | None:
             model = _model(out, {name: train[:, None]}, cfg, args.retrain)
             arr = (train if args.on_train else test)[:, None]
             rows = _rows(name, arr, start=0 if args.on_train else len(train))
-            report = _skill(model, rows)
             # the two seeds name their series alike: keep both
-            report["streams"] = {f"{path.stem}/{k}": v for k, v in report["streams"].items()}
-            parts.append(report)
-    return _pooled(parts) if parts else None
+            per.update({f"{path.stem}/{k}": v for k, v in _skill(model, rows).items()})
+    return report(per) if per else None
 
 
 def main() -> None:
@@ -175,19 +145,19 @@ def main() -> None:
     for name in args.sets.split(","):
         started = time.perf_counter()
         if name in ("msl-value", "msl-cmd"):
-            report = msl(args, cfg, commands=name == "msl-cmd")
+            result = msl(args, cfg, commands=name == "msl-cmd")
         elif name == "synthetic":
-            report = synthetic(args, cfg)
+            result = synthetic(args, cfg)
         elif name == "gutentag":
-            report = gutentag(args, cfg)
+            result = gutentag(args, cfg)
         else:
             raise SystemExit(f"--sets: unknown set {name!r}")
-        if report is None:
+        if result is None:
             continue
-        results[name] = report
+        results[name] = result
         where = "training rows" if args.on_train else "test rows"
         seconds = time.perf_counter() - started
-        print(f"{name} ({where}, {seconds:.0f} s): {format_summary(report['summary'])}", flush=True)
+        print(f"{name} ({where}, {seconds:.0f} s): {format_summary(result['summary'])}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -136,9 +136,14 @@ def skill_report(
     streams: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
 ) -> dict[str, Any]:
     """Per stream (values, predictions, scales, timestamps) -> each stream's figures and a
-    summary over streams: medians of the ratios, and the share of streams that beat
-    persistence (what a target like "MAE <= persistence MAE on 90 % of series" reads)."""
-    per = {name: stream_skill(*cols) for name, cols in streams.items()}
+    summary over streams (``report``)."""
+    return report({name: stream_skill(*cols) for name, cols in streams.items()})
+
+
+def report(per: Mapping[str, Skill]) -> dict[str, Any]:
+    """Streams' figures -> those figures and a summary over the streams: medians of the
+    ratios, and the share of streams that beat persistence (what a target like "MAE <=
+    persistence MAE on 90 % of series" reads).  Pools several models' streams as well."""
     judged = [s for s in per.values() if s.rows and s.persistence_mae > 0]
 
     def median(xs: list[float]) -> float | None:
