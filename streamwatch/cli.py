@@ -530,10 +530,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Creating it (by hand or by an operator) fixes that without touching the config, and the
         # supervisor's restart then succeeds, where systemd never restarts after a 78; a
         # misspelt name costs no more than the unit's few restarts before its start limit.
-        log.error("%s", exc)
+        # Close first: kafka-python logs its own aborted requests at ERROR while closing, and
+        # the line that names the key must be the last one an operator reads.
         source.close()
         sink.close()
         server.shutdown()
+        log.error("%s", exc)
         return 1
     daemon.restore()
     interrupts = 0

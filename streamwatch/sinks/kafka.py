@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
@@ -28,6 +29,23 @@ log = logging.getLogger("streamwatch")
 # will, and the producer would wait its max_block_ms (60 s) on the first send to find out.
 TOPIC_WAIT_SECONDS = 5.0
 TOPIC_RETRY_SECONDS = 0.1
+
+
+@contextmanager
+def closing_quietly() -> Iterator[None]:
+    """Silence kafka-python's own ERROR lines while we close a client on purpose.
+
+    Closing cancels its requests in flight (a metadata refresh, a heartbeat), and it logs each
+    as an error ("Metadata refresh: failed Cancelled"), after the one line that says why the
+    daemon stops.  What matters in a close (the final commit) is reported by our own code.
+    """
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        kafka_log.setLevel(level)
 
 
 class KafkaSink:
@@ -111,7 +129,8 @@ class KafkaSink:
     def close(self) -> None:
         if self._producer is not None:
             try:
-                self._producer.close(timeout=10)
+                with closing_quietly():
+                    self._producer.close(timeout=10)
             except KafkaError as exc:  # the broker away: what is unacknowledged is read again
                 log.warning("closing the producer: %s", exc)
 
@@ -177,7 +196,8 @@ def topic_access(
     except KafkaError as exc:
         raise SourceError(f"cannot read the topics' metadata: {exc}", retriable=True) from exc
     finally:
-        admin.close()
+        with closing_quietly():
+            admin.close()
 
 
 def _allowed(ops: Any, operation: int) -> bool:

@@ -16,7 +16,13 @@ from streamwatch.config import KafkaConfig, key_path
 from streamwatch.errors import ConfigError, SourceError
 from streamwatch.records import Record
 from streamwatch.sinks import DENIED
-from streamwatch.sinks.kafka import READ, TOPIC_WAIT_SECONDS, admin_settings, topic_access
+from streamwatch.sinks.kafka import (
+    READ,
+    TOPIC_WAIT_SECONDS,
+    admin_settings,
+    closing_quietly,
+    topic_access,
+)
 from streamwatch.sources import Offsets, Partition
 from streamwatch.sources.kafka_join import install as install_join_fix
 from streamwatch.sources.kafka_records import install as install_record_path
@@ -213,4 +219,5 @@ class KafkaSource:
             self.commit_sync()
         except KafkaError as exc:  # the broker may be gone: at least once, so a replay follows
             log.warning("final offset commit failed: %s", exc)
-        self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        with closing_quietly():
+            self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
