@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Time to write and restore a state snapshot (``state.checkpoint_path``) at 1,000,000 streams.
+"""Time to checkpoint and restore stream state (``state.checkpoint_dir``) at 1,000,000 streams.
 
-    .venv/bin/python bench/state_snapshot.py [--streams 1000000] [--hidden 64] [--dir /tmp]
+    .venv/bin/python bench/state_snapshot.py [--streams 1000000] [--hidden 64] [--window 0]
+        [--partitions 12] [--changed 0.01] [--dir /tmp]
 
-Fills a StateStore as bench/state_memory.py does, writes the snapshot the daemon writes at a
-clean stop, reads it back and restores it into an empty store, as the next start does; prints
-the file size and the seconds of each step, and checks that every stream came back.
+Fills a StateStore as bench/state_memory.py does, over ``--partitions`` input partitions;
+writes a full checkpoint of every partition (what the first round after an assignment does),
+then changes ``--changed`` of the streams and writes the deltas (what each later round does),
+then restores every partition into an empty store, as a restart or an assignment does.  Prints
+bytes per stream and the seconds of each step, and checks that every stream came back with
+its latest state.  ``--window 2100`` sizes the rows for the scorer's window test.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,43 +33,71 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--streams", type=int, default=1_000_000)
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--partitions", type=int, default=12)
+    p.add_argument("--changed", type=float, default=0.01)
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     args = p.parse_args()
     spec = ModelSpec("m", "1", ("value",), ("value",), 1, args.hidden, Normalizer(), "")
-    n = args.streams
+    model = checkpoint.model_identity(spec)
+    n, parts = args.streams, [("readings", p) for p in range(args.partitions)]
     store = StateStore.for_model(spec, max_streams=n)
+    store.set_window(args.window)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
+    ids = [f"host-{i:06d}.cpu" for i in range(n)]
     for start in range(0, n, 5000):
-        ids = [f"host-{i:06d}.cpu" for i in range(start, min(start + 5000, n))]
-        slots = store.assign(ids, now=0.0)
+        slots = store.assign(ids[start : start + 5000], now=0.0)
         store.state[slots] = rng.standard_normal((len(slots), store.state_size))
-        store.owner[slots] = np.arange(len(slots)) % 12
-    print(f"{n:,} streams, LSTM 1x{args.hidden}: filled in {time.perf_counter() - t:.1f} s")
-    owners = {("readings", p): p for p in range(12)}
-    offsets = {part: 1000 for part in owners}
-    path = args.dir / "streamwatch-bench-state.npz"
+        store.owner[slots] = np.arange(start, start + len(slots)) % len(parts)
+    print(
+        f"{n:,} streams, LSTM 1x{args.hidden}, window {args.window}, {len(parts)} partitions: "
+        f"filled in {time.perf_counter() - t:.1f} s"
+    )
+    root = args.dir / "streamwatch-bench-checkpoints"
+    shutil.rmtree(root, ignore_errors=True)
     try:
+        ckpt = checkpoint.Checkpoints(root)
         t = time.perf_counter()
-        written = checkpoint.write(path, store, spec, owners, offsets)
-        wrote = time.perf_counter() - t
-        size = path.stat().st_size
+        full = sum(
+            ckpt.write(part, True, 1000, model, *store.changes(i, full=True))
+            for i, part in enumerate(parts)
+        )
+        wrote_full = time.perf_counter() - t
+        changed = rng.choice(n, int(n * args.changed), replace=False)
+        slots = store.assign([ids[i] for i in changed.tolist()], now=1.0)
+        store.state[slots] += 1.0
         t = time.perf_counter()
-        snap = checkpoint.read(path)
-        read = time.perf_counter() - t
+        delta = sum(
+            ckpt.write(part, False, 2000, model, *store.changes(i)) for i, part in enumerate(parts)
+        )
+        wrote_delta = time.perf_counter() - t
         t = time.perf_counter()
         fresh = StateStore.for_model(spec, max_streams=n)
-        restored = fresh.restore(snap.rows, now=0.0)
-        rebuilt = time.perf_counter() - t
+        fresh.set_window(args.window)
+        back = checkpoint.Checkpoints(root)
+        restored = 0
+        for i, part in enumerate(parts):
+            got = back.restore(part, model)
+            assert got is not None and got.offset == 2000
+            restored += fresh.add(got.rows, i, now=0.0)
+        took = time.perf_counter() - t
     finally:
-        path.unlink(missing_ok=True)
-    assert written == restored == n
-    probe = [f"host-{i:06d}.cpu" for i in range(0, n, max(1, n // 1000))]
+        shutil.rmtree(root, ignore_errors=True)
+    assert restored == n
+    probe = [ids[i] for i in range(0, n, max(1, n // 1000))] + [ids[int(changed[0])]]
     keys = hashes(probe)
     a, b = store.index.lookup(keys), fresh.index.lookup(keys)
     assert np.array_equal(store.state[a], fresh.state[b])
-    print(f"snapshot {size / 1e6:,.0f} MB ({size / n:,.0f} B/stream)")
-    print(f"write {wrote:.2f} s, read {read:.2f} s, restore into an empty store {rebuilt:.2f} s")
+    print(
+        f"full checkpoint: {full / 1e6:,.0f} MB ({full / n:,.0f} B/stream), written in "
+        f"{wrote_full:.2f} s"
+    )
+    print(
+        f"delta of {len(changed):,} changed streams ({args.changed:.0%}): {delta / 1e6:,.1f} MB, "
+        f"written in {wrote_delta:.2f} s"
+    )
+    print(f"restore of {restored:,} streams (full + delta, {len(parts)} partitions): {took:.2f} s")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,30 @@
-"""Per-stream state across restarts: a snapshot written at a clean shutdown, read at start.
+"""Per-partition stream state on local disk: periodic, incremental checkpoints.
 
-Without it every restart (a deploy, a node drain) starts every stream afresh: an empty LSTM
-state and ``scoring.warmup`` readings without a verdict.  The snapshot holds the state store's
-rows, the model it was written for, and for each partition the offset of the first record its
-streams have *not* seen.  The daemon restores only into that model, and keeps a partition's
-streams only when the partition's first record after the restart is exactly that offset: then
-the state continues where the readings do.  Anything else (the final commit failed, another
-replica processed the partition meanwhile, the offsets were reset or expired) means readings
-the state has not seen, or has seen twice, so those streams start afresh as before.
+Without them a crash (kill -9, an OOM kill, a lost node) starts every stream afresh: an empty
+LSTM state and ``scoring.warmup`` readings without a verdict.  The state of the streams of
+input partition p lives in ``<checkpoint_dir>/<topic>/<p>/`` as numbered segments: a *full*
+one holds every stream of the partition, each later *delta* the streams changed since the
+segment before it and the keys of streams evicted meanwhile.  Each segment also names the model
+that wrote it and the input offset it reflects: the state after every record before it.
 
-The file is an uncompressed ``.npz`` (no pickles), written beside its final name and renamed
-into place, so a crash mid-write leaves the previous snapshot whole.
+Restoring reads the newest full segment and the deltas after it, in order, up to the first
+that cannot be read; a full one that cannot be read gives way to the one before it (the
+previous full segment and its deltas are kept until a newer full one is on disk).  The daemon
+then reads the partition again from that segment's offset, rebuilding the state silently up to
+the offset already committed (``daemon.py``), so that it ends exactly where an uninterrupted
+run would be.
+
+Each segment is an uncompressed ``.npz`` (no pickles; zip checks every member's CRC-32 as it is
+read), written beside its final name, synced and renamed into place: a crash mid-write leaves
+no partial segment.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,26 +34,28 @@ import numpy as np
 
 from streamwatch.errors import StreamwatchError
 from streamwatch.model.artifact import ModelSpec
-from streamwatch.sources import Offsets, Partition
-from streamwatch.state import StateStore
+from streamwatch.sources import Partition
 
-FORMAT = 1
+log = logging.getLogger("streamwatch")
+
+FORMAT = 2
+_SEGMENT = re.compile(r"^(\d{12})\.(full|delta)\.npz$")
 
 
 class CheckpointError(StreamwatchError):
-    """A snapshot that cannot be used; the message says why."""
+    """A segment that cannot be used; the message names the file and says why."""
+
+    reason = "damaged"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    rows: dict[str, np.ndarray]
-    model: dict[str, object]
-    # partition -> (the owner id its streams carry in ``rows["owner"]``, next offset)
-    partitions: dict[Partition, tuple[int, int]]
+class OtherModel(CheckpointError):
+    """Segments written for another model: their state does not fit the one served."""
+
+    reason = "other_model"
 
 
 def model_identity(spec: ModelSpec) -> dict[str, object]:
-    """What a snapshot must match to be restored: the very model that wrote it."""
+    """What a checkpoint must match to be restored: the very model that wrote it."""
     return {
         "name": spec.name,
         "version": spec.version,
@@ -57,54 +67,246 @@ def model_identity(spec: ModelSpec) -> dict[str, object]:
     }
 
 
-def write(
-    path: Path | str,
-    store: StateStore,
-    spec: ModelSpec,
-    owners: dict[Partition, int],
-    offsets: Offsets,
+@dataclass(frozen=True)
+class Segment:
+    seq: int
+    full: bool
+    offset: int  # the next input offset: the state has seen every record before it
+    model: dict[str, object]
+    rows: dict[str, np.ndarray]
+    gone: np.ndarray  # keys of streams evicted since the segment before (deltas only)
+
+
+@dataclass(frozen=True)
+class Restored:
+    rows: dict[str, np.ndarray]
+    offset: int
+    seq: int  # the last segment applied
+    segments: int  # how many were applied
+    skipped: list[str]  # why segments on disk were passed over (damaged ones)
+
+
+def partition_dir(root: Path, part: Partition) -> Path:
+    topic, partition = part
+    return root / topic / str(partition)
+
+
+def segments(where: Path) -> list[tuple[int, bool, Path]]:
+    """The segments in a partition's directory, oldest first: (seq, full, path)."""
+    try:
+        names = os.listdir(where)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CheckpointError(f"{where}: cannot list the checkpoint segments: {exc}") from exc
+    found = []
+    for name in names:
+        m = _SEGMENT.match(name)
+        if m:
+            found.append((int(m.group(1)), m.group(2) == "full", where / name))
+    return sorted(found)
+
+
+def write_segment(
+    where: Path,
+    seq: int,
+    full: bool,
+    offset: int,
+    model: dict[str, object],
+    rows: dict[str, np.ndarray],
+    gone: np.ndarray,
 ) -> int:
-    """Write the streams of the partitions in ``offsets`` (partition -> the next offset their
-    streams have not seen; ``owners``: partition -> owner id in the store).  Returns how many
-    streams went in."""
-    path = Path(path)
-    ids = {p: owners[p] for p in offsets if p in owners}
-    rows = store.export(owners=ids.values())
-    meta = {
-        "format": FORMAT,
-        "model": model_identity(spec),
-        "partitions": [[t, p, ids[(t, p)], offsets[(t, p)]] for (t, p) in sorted(ids)],
-    }
+    """Write one segment atomically; return its size in bytes."""
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{seq:012d}.{'full' if full else 'delta'}.npz"
+    meta = {"format": FORMAT, "seq": seq, "full": full, "offset": offset, "model": model}
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as f:
             arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-            arrays.update(rows)
+            arrays["gone"] = np.asarray(gone, np.uint64)
+            arrays.update({f"row.{name}": arr for name, arr in rows.items()})
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+            size = f.tell()
         os.replace(tmp, path)
+        _sync_dir(where)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep half a snapshot about
+        tmp.unlink(missing_ok=True)  # a full disk must not keep half a segment about
         raise
-    return len(rows["key"])
+    return size
 
 
-def read(path: Path | str) -> Snapshot:
-    """Read a snapshot; ``CheckpointError`` names the file and what is wrong with it."""
+def _sync_dir(where: Path) -> None:
+    fd = os.open(where, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_segment(path: Path) -> Segment:
+    """Read one segment; ``CheckpointError`` names the file and what is wrong with it."""
     try:
         # our own handle: np.load leaves its own open when the file is not a zip
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
         meta = json.loads(arrays.pop("meta").tobytes())
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: snapshot format {meta.get('format')!r}, not {FORMAT}")
-        partitions = {
-            (str(t), int(p)): (int(owner), int(offset))
-            for t, p, owner, offset in meta["partitions"]
-        }
-        return Snapshot(arrays, dict(meta["model"]), partitions)
-    except (CheckpointError, FileNotFoundError):
-        raise  # no file: the first start, not damage
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable state snapshot: {exc}") from exc
+            raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, not {FORMAT}")
+        rows = {k.removeprefix("row."): v for k, v in arrays.items() if k.startswith("row.")}
+        return Segment(
+            int(meta["seq"]),
+            bool(meta["full"]),
+            int(meta["offset"]),
+            dict(meta["model"]),
+            rows,
+            arrays["gone"],
+        )
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint segment: {exc}") from exc
+
+
+def restore(where: Path, model: dict[str, object]) -> Restored | None:
+    """The state a partition's segments hold, or None if there is none to use.  A segment of
+    another model ends the search (``CheckpointError``: the state does not fit the model)."""
+    found = segments(where)
+    skipped: list[str] = []
+    fulls = [i for i, (_, full, _) in enumerate(found) if full]
+    for start in reversed(fulls):
+        try:
+            base = read_segment(found[start][2])
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+            continue
+        if base.model != model:
+            raise OtherModel(
+                f"{found[start][2]} was written for model {base.model.get('name')} "
+                f"{base.model.get('version')}, not the one served ({model['name']} "
+                f"{model['version']})"
+            )
+        rows, last, applied = dict(base.rows), base, 1
+        for _, full, path in found[start + 1 :]:
+            if full:
+                break  # a newer full segment that could not be read: its deltas belong to it
+            try:
+                delta = read_segment(path)
+            except CheckpointError as exc:
+                skipped.append(str(exc))
+                break  # later deltas build on this one: the state as of the one before
+            if delta.model != model:
+                break
+            rows = _apply(rows, delta)
+            last, applied = delta, applied + 1
+        return Restored(rows, last.offset, last.seq, applied, skipped)
+    if skipped:
+        raise CheckpointError("; ".join(skipped))
+    return None
+
+
+def _apply(rows: dict[str, np.ndarray], delta: Segment) -> dict[str, np.ndarray]:
+    """Rows after a delta: its evicted streams gone, its changed ones replaced or added."""
+    keys = rows["key"]
+    drop = np.isin(keys, delta.gone) | np.isin(keys, delta.rows["key"])
+    keep = ~drop
+    return {
+        name: np.concatenate([arr[keep], delta.rows[name]]) if name in delta.rows else arr[keep]
+        for name, arr in rows.items()
+    }
+
+
+@dataclass
+class _Chain:
+    """What is on disk for one partition: the next segment number and the sizes that decide
+    when a delta gives way to a full segment."""
+
+    seq: int
+    full_bytes: int  # the size of the newest full segment (0: none written or read yet)
+    delta_bytes: int  # the deltas written since it
+    deltas: int = 0  # and how many
+
+
+class Checkpoints:
+    """The checkpoint directory: writes segments per partition and decides full or delta.
+
+    A delta is written while the deltas since the last full segment total less than that
+    segment (or than ``MIN_FULL_BYTES``: a small partition's deltas are mostly headers) and
+    number fewer than ``MAX_DELTAS`` (each is read at a restore); then a full one, after which
+    segments older than the full one before it are deleted.  So the disk holds about three
+    times a partition's state at most, and one older full chain survives a damaged newest one.
+    """
+
+    MIN_FULL_BYTES = 1 << 20
+    MAX_DELTAS = 100
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._chains: dict[Partition, _Chain] = {}
+
+    def restore(self, part: Partition, model: dict[str, object]) -> Restored | None:
+        where = partition_dir(self.root, part)
+        found = segments(where)
+        # whatever is restored, the next segment is numbered after everything on disk
+        self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
+        got = restore(where, model)
+        if got is not None:
+            self._chains[part].full_bytes = sum(
+                p.stat().st_size for s, full, p in found if full and s <= got.seq
+            )
+            # the chain restored grows on: count its deltas toward the next full segment
+            deltas = [p for s, full, p in found if not full and s <= got.seq]
+            self._chains[part].delta_bytes = sum(p.stat().st_size for p in deltas)
+            self._chains[part].deltas = len(deltas)
+        return got
+
+    def needs_full(self, part: Partition) -> bool:
+        chain = self._chains.get(part)
+        return (
+            chain is None
+            or not chain.full_bytes
+            or chain.delta_bytes >= max(chain.full_bytes, self.MIN_FULL_BYTES)
+            or chain.deltas >= self.MAX_DELTAS
+        )
+
+    def write(
+        self,
+        part: Partition,
+        full: bool,
+        offset: int,
+        model: dict[str, object],
+        rows: dict[str, np.ndarray],
+        gone: np.ndarray,
+    ) -> int:
+        """Write the partition's next segment; return its size."""
+        chain = self._chains.get(part)
+        where = partition_dir(self.root, part)
+        if chain is None:
+            found = segments(where)
+            chain = self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
+        size = write_segment(where, chain.seq, full, offset, model, rows, gone)
+        if full:
+            self._prune(where, chain.seq)
+            chain.full_bytes, chain.delta_bytes, chain.deltas = size, 0, 0
+        else:
+            chain.delta_bytes += size
+            chain.deltas += 1
+        chain.seq += 1
+        return size
+
+    def forget(self, part: Partition) -> None:
+        """The partition is no longer ours: the next assignment reads its directory again."""
+        self._chains.pop(part, None)
+
+    @staticmethod
+    def _prune(where: Path, newest_full: int) -> None:
+        """Delete the segments older than the full segment before ``newest_full``."""
+        fulls = [s for s, full, _ in segments(where) if full and s < newest_full]
+        if not fulls:
+            return
+        keep_from = fulls[-1]
+        for s, _, path in segments(where):
+            if s < keep_from:
+                path.unlink(missing_ok=True)

@@ -537,7 +537,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.shutdown()
         log.error("%s", exc)
         return 1
-    daemon.restore()
     interrupts = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

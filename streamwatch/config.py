@@ -36,6 +36,12 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Settings that carry streamwatch's guarantees (no auto-commit, acks from all replicas) or
 # have their own keys above.
+# keys of earlier releases -> what a user should write instead
+RENAMED = {
+    "state.checkpoint_path": "now state.checkpoint_dir, a directory of per-partition "
+    "checkpoints written every state.checkpoint_interval_seconds",
+}
+ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CONSUMER_RESERVED = frozenset(
     {
         "bootstrap_servers",
@@ -44,6 +50,8 @@ CONSUMER_RESERVED = frozenset(
         "enable_auto_commit",
         "auto_offset_reset",
         "max_poll_records",
+        "group_instance_id",
+        "partition_assignment_strategy",
         "key_deserializer",
         "value_deserializer",
         "security_protocol",
@@ -87,6 +95,14 @@ class KafkaConfig:
     ssl_keyfile: str | None = None
     ssl_key_password_env: str | None = None
     ssl_check_hostname: bool = True
+    # how partitions are shared out: cooperative-sticky moves only what must move in a
+    # rebalance; range or roundrobin (eager: every member gives up every partition) only to
+    # move a group over from replicas that use them (kafka-python cannot mix the two)
+    partition_assignment: str = "cooperative-sticky"
+    # static membership: a member that comes back under the same id within the session
+    # timeout gets its partitions back with no rebalance; from the environment (a pod's name)
+    group_instance_id: str | None = None
+    group_instance_id_env: str | None = None
     consumer: dict[str, Any] = field(default_factory=dict)  # more kafka-python settings
     producer: dict[str, Any] = field(default_factory=dict)
 
@@ -121,6 +137,28 @@ class KafkaConfig:
             raise ConfigError(f"{path}.auto_offset_reset", "must be 'earliest' or 'latest'")
         _positive(path, "max_poll_records", self.max_poll_records)
         _positive(path, "poll_timeout_ms", self.poll_timeout_ms)
+        if self.partition_assignment not in ASSIGNMENTS:
+            raise ConfigError(
+                f"{path}.partition_assignment", f"must be one of {', '.join(ASSIGNMENTS)}"
+            )
+        if self.group_instance_id is not None and self.group_instance_id_env is not None:
+            raise ConfigError(
+                f"{path}.group_instance_id_env", "set group_instance_id or this, not both"
+            )
+        if self.group_instance_id == "":
+            raise ConfigError(f"{path}.group_instance_id", "must not be empty")
+
+    def instance_id(self, environ: Mapping[str, str]) -> str | None:
+        """The static group member id, if one is configured."""
+        if self.group_instance_id_env is None:
+            return self.group_instance_id
+        found = environ.get(self.group_instance_id_env, "")
+        if not found:
+            raise ConfigError(
+                "kafka.group_instance_id_env",
+                f"environment variable {self.group_instance_id_env!r} is not set or empty",
+            )
+        return found
 
     def client_settings(self, environ: Mapping[str, str]) -> dict[str, Any]:
         """kafka-python settings shared by consumer and producer, secrets read from
@@ -247,7 +285,9 @@ class StateConfig:
     out_of_order: str = "skip"  # a reading older than its stream's last: skip (dead letter)
     max_gap_seconds: float | None = None  # a longer silence is a gap ...
     on_gap: str = "reset"  # ... which resets the stream's LSTM state, or carry on
-    checkpoint_path: str | None = None  # state written here at shutdown, restored at start
+    # per-partition checkpoints of every stream's state (checkpoint.py); None: none kept
+    checkpoint_dir: str | None = None
+    checkpoint_interval_seconds: float = 60.0  # and at every revocation and clean stop
 
     def policy(self) -> TimePolicy:
         return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
@@ -255,18 +295,26 @@ class StateConfig:
     def check_paths(self) -> None:
         """What only the daemon's own machine can tell, checked as it starts rather than with
         the rest (``check-config`` runs where the config is written, not where it runs)."""
-        if self.checkpoint_path is None:
+        if self.checkpoint_dir is None:
             return
-        where = Path(self.checkpoint_path).parent
+        where = Path(self.checkpoint_dir)
+        if not where.exists():
+            try:
+                where.mkdir(parents=True)
+            except OSError as exc:
+                raise ConfigError(
+                    "state.checkpoint_dir", f"cannot create {str(where)!r}: {exc}"
+                ) from exc
         if not where.is_dir():
-            raise ConfigError("state.checkpoint_path", f"no directory {str(where)!r}")
+            raise ConfigError("state.checkpoint_dir", f"{str(where)!r} is not a directory")
         if not os.access(where, os.W_OK):
-            raise ConfigError("state.checkpoint_path", f"directory {str(where)!r} is not writable")
+            raise ConfigError("state.checkpoint_dir", f"directory {str(where)!r} is not writable")
 
     def check(self, path: str) -> None:
         self.policy()  # its ValueErrors name the key; build() turns them into ConfigErrors
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
+        _positive(path, "checkpoint_interval_seconds", self.checkpoint_interval_seconds)
 
 
 @dataclass(frozen=True)
@@ -307,6 +355,11 @@ class Config:
     def check(self, path: str) -> None:
         if self.input.source == "kafka" and self.kafka is None:
             raise ConfigError("kafka", "required key is missing (input.source is kafka)")
+        if self.input.source != "kafka" and self.state.checkpoint_dir is not None:
+            raise ConfigError(
+                "state.checkpoint_dir",
+                "needs input.source kafka: a file has no committed offsets to resume from",
+            )
         limit = self.kafka.producer.get("max_request_size", 1048576) if self.kafka else None
         # the record batch around a dead letter takes a few dozen bytes more than its contents
         if isinstance(limit, int) and self.outputs.dead_letter_max_bytes > limit - 1024:
@@ -448,7 +501,8 @@ def build(cls: type, data: Any, path: str) -> Any:
     for key in data:
         _check_key(path, key)
         if key not in fields:
-            raise ConfigError(key_path(path, key), "unknown key")
+            now = RENAMED.get(f"{path}.{key}")
+            raise ConfigError(key_path(path, key), f"unknown key{f' ({now})' if now else ''}")
     kwargs = {}
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name

@@ -82,12 +82,18 @@ class Daemon:
         # a file source waits this long for input too, rather than spinning on an idle pipe
         self.poll_timeout_ms = cfg.kafka.poll_timeout_ms if cfg.kafka else 500
         self._owner_ids: dict[Partition, int] = {}  # partition -> small int kept per stream
-        # partition -> the next offset its streams' state has not seen (what a snapshot needs)
+        # partition -> the next offset its streams' state has not seen (what a checkpoint
+        # records): moved on only once a batch is settled, so state and offsets agree
         self._processed: Offsets = {}
-        # restored partitions whose first record after the restart is still to come: their
-        # streams' state is kept only if it is the record the snapshot expects
-        self._resume: Offsets = {}
-        source.on_revoke(self._revoked)
+        d = cfg.state.checkpoint_dir
+        self.checkpoints = checkpoint.Checkpoints(d) if d is not None else None
+        self._model_id = checkpoint.model_identity(spec)
+        # restored partitions read again from their checkpoint: records before the committed
+        # offset rebuild state without output (their verdicts were sent before the crash)
+        self._quiet: Offsets = {}
+        self._saved: Offsets = {}  # partition -> the offset its newest segment reflects
+        self._full: set[Partition] = set()  # partitions whose next segment must be full
+        self._last_checkpoint = time.monotonic()
         self._unsettled: _Unsettled | None = None
         self._outage_since: float | None = None  # monotonic time of the first failure
         self._outage_logged = 0.0
@@ -137,6 +143,9 @@ class Daemon:
             return False
         self.engine.replace_model(model)
         self.spec = new
+        # the state is the new model's from now on: its checkpoints start a new full chain
+        self._model_id = checkpoint.model_identity(new)
+        self._full = set(self._processed)
         self.metrics.model_info.info({"name": new.name, "version": new.version})
         log.info("reload: now serving model %s version %s", new.name, new.version)
         return True
@@ -195,71 +204,139 @@ class Daemon:
             # retriable: once the topic exists or the ACL is granted, a restart gets going
             raise SourceError("; ".join(parts), retriable=True)
 
-    def restore(self) -> int:
-        """Take on the state snapshot at ``state.checkpoint_path``, if there is one that the
-        model being served wrote; return how many streams came back.  A snapshot that cannot
-        be used is logged and passed over: state is a cache, and the streams rebuild it."""
-        path = self.cfg.state.checkpoint_path
-        if path is None:
-            return 0
-        try:
-            snap = checkpoint.read(path)
-        except FileNotFoundError:
-            log.info("no state snapshot at %s: every stream starts afresh", path)
-            return 0
-        except checkpoint.CheckpointError as exc:
-            log.warning("state not restored: %s", exc)
-            return 0
-        mine = checkpoint.model_identity(self.spec)
-        if snap.model != mine:
-            log.warning(
-                "state not restored: %s was written for model %s %s, not the one served "
-                "(%s %s); every stream starts afresh",
-                path,
-                snap.model.get("name"),
-                snap.model.get("version"),
-                mine["name"],
-                mine["version"],
-            )
-            return 0
-        try:
-            n = self.engine.store.restore(snap.rows, self.clock())
-        except ValueError as exc:
-            log.warning("state not restored: %s: %s", path, exc)
-            return 0
-        for part, (owner, offset) in snap.partitions.items():
-            self._owner_ids[part] = owner
-            self._processed[part] = self._resume[part] = offset
-        log.info(
-            "restored the state of %d stream(s) of %d partition(s) from %s; each partition's "
-            "streams are kept if it resumes at the offset the snapshot was taken at",
-            n,
-            len(snap.partitions),
-            path,
-        )
-        self.metrics.active_streams.set(len(self.engine.store))
-        return n
+    # -- partitions and their state ----------------------------------------------------------
 
-    def save_state(self) -> None:
-        """Write the state snapshot, if configured: at a clean stop only, once every batch
-        processed is flushed (the source's close then makes the final commit)."""
-        path = self.cfg.state.checkpoint_path
-        if path is None:
-            return
-        started = time.perf_counter()
+    def _lifecycle(self, records: list[Record]) -> list[Record]:
+        """Act on the partition changes the last poll brought, in order: save and drop the
+        state of partitions gone, restore that of partitions new.  Returns the batch less the
+        records of partitions gone, and of those restored, which are read again from their
+        checkpoint's offset."""
+        events = self.source.events()
+        if not events:
+            return records
+        drop: set[Partition] = set()
+        for event in events:
+            parts = set(event.partitions)
+            if event.kind == "assigned":
+                drop -= parts
+                drop |= self._assigned(parts)
+            else:
+                drop |= parts
+                self._gone(parts, event.kind)
+        self.metrics.active_streams.set(len(self.engine.store))
+        if not drop:
+            return records
+        return [r for r in records if (r.topic, r.partition) not in drop]
+
+    def _owner_id(self, part: Partition) -> int:
+        """The small int a partition's streams carry in the state store; never reused."""
+        found = self._owner_ids.get(part)
+        if found is None:
+            found = self._owner_ids[part] = max(self._owner_ids.values(), default=-1) + 1
+        return found
+
+    def _assigned(self, parts: set[Partition]) -> set[Partition]:
+        """Restore what the checkpoints hold for newly assigned partitions and start reading
+        them; returns those started at a checkpoint's offset rather than the committed one."""
+        if self.checkpoints is None:
+            self.source.start(dict.fromkeys(parts))
+            return set()
+        committed = self.source.committed_offsets(parts)
+        starts = {part: self._restore(part, committed.get(part)) for part in sorted(parts)}
+        self.source.start(starts)
+        return {part for part, offset in starts.items() if offset is not None}
+
+    def _restore(self, part: Partition, committed: int | None) -> int | None:
+        """Take on a partition's checkpointed streams; return the offset to read it from (None:
+        nothing restored, read from the committed offset)."""
+        assert self.checkpoints is not None
+        self._full.add(part)  # until a segment is restored, the next one written is full
         try:
-            n = checkpoint.write(
-                path, self.engine.store, self.spec, self._owner_ids, self._processed
+            got = self.checkpoints.restore(part, self._model_id)
+            if got is not None:
+                n = self.engine.store.add(got.rows, self._owner_id(part), self.clock())
+        except (checkpoint.CheckpointError, ValueError) as exc:
+            reason = getattr(exc, "reason", "damaged")
+            self.metrics.cold_starts.labels(reason=reason).inc()
+            log.warning(
+                "partition %s[%d]: state not restored, its streams start afresh: %s", *part, exc
             )
-        except OSError as exc:
-            log.error("state snapshot not written to %s: %s", path, exc)
-            return
+            return None
+        if got is None:
+            self.metrics.cold_starts.labels(reason="none").inc()
+            log.info("partition %s[%d]: no checkpoint, its streams start afresh", *part)
+            return None
+        for why in got.skipped:
+            log.warning("partition %s[%d]: passed over a damaged segment: %s", *part, why)
+        self._full.discard(part)
+        self.metrics.restored.inc(n)
+        self._processed[part] = self._saved[part] = got.offset
+        if committed is not None and committed > got.offset:
+            self._quiet[part] = committed
+            rebuild = f"; offsets {got.offset} to {committed} are read again without output"
+        else:
+            rebuild = ""
         log.info(
-            "wrote the state of %d stream(s) to %s in %.1f s",
+            "partition %s[%d]: restored %d stream(s) as of offset %d from %d segment(s)%s",
+            *part,
             n,
-            path,
-            time.perf_counter() - started,
+            got.offset,
+            got.segments,
+            rebuild,
         )
+        return got.offset
+
+    def _gone(self, parts: set[Partition], kind: str) -> None:
+        """Save (if anything may be saved) and drop the state of partitions revoked or lost:
+        their state is as good as their processed offsets either way, and a checkpoint lets
+        them continue where they come back to."""
+        for part in parts:
+            self._quiet.pop(part, None)
+        self.checkpoint(parts)
+        owners = {self._owner_ids[p] for p in parts if p in self._owner_ids}
+        dropped = self.engine.store.drop_owners(owners)
+        self.metrics.evictions.labels(reason="revoked").inc(dropped)
+        for part in parts:
+            self._processed.pop(part, None)
+            self._saved.pop(part, None)
+            self._full.discard(part)
+            if self.checkpoints is not None:
+                self.checkpoints.forget(part)
+            with contextlib.suppress(KeyError):  # never reported
+                self.metrics.lag.remove(part[0], str(part[1]))
+        log.info("dropped the state of %d stream(s) of %s partitions", dropped, kind)
+
+    def checkpoint(self, parts: set[Partition] | None = None) -> None:
+        """Write each partition's changes since its last segment (all held, by default), if
+        checkpoints are kept and the state agrees with the processed offsets (no batch is in
+        hand unsettled).  A segment that cannot be written is logged and counted, and the
+        partition's next one is full; the run goes on."""
+        if self.checkpoints is None or self._unsettled is not None:
+            return
+        self._last_checkpoint = time.monotonic()
+        started = time.perf_counter()
+        failed = []
+        for part in sorted(self._processed if parts is None else parts):
+            offset, owner = self._processed.get(part), self._owner_ids.get(part)
+            if offset is None or owner is None:
+                continue
+            full = part in self._full or self.checkpoints.needs_full(part)
+            rows, gone = self.engine.store.changes(owner, full=full)
+            if not (full or len(rows["key"]) or len(gone) or self._saved.get(part) != offset):
+                continue
+            try:
+                size = self.checkpoints.write(part, full, offset, self._model_id, rows, gone)
+            except (OSError, checkpoint.CheckpointError) as exc:
+                self._full.add(part)  # the changes taken are not on disk
+                failed.append(f"{part[0]}[{part[1]}]: {exc}")
+                continue
+            self._full.discard(part)
+            self._saved[part] = offset
+            self.metrics.checkpoint_bytes.inc(size)
+        if failed:
+            self.metrics.checkpoint_failures.inc(len(failed))
+            log.error("checkpoints not written (the last good ones stay): %s", "; ".join(failed))
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
 
     def run(self, max_polls: int | None = None) -> None:
         self.running = True
@@ -284,18 +361,22 @@ class Daemon:
                     backoff = min(2 * backoff, BACKOFF_SECONDS[1])
                     continue
                 backoff = BACKOFF_SECONDS[0]
+                if (
+                    self.checkpoints is not None
+                    and time.monotonic() - self._last_checkpoint
+                    >= self.cfg.state.checkpoint_interval_seconds
+                ):
+                    self.checkpoint()
                 if not n and getattr(self.source, "exhausted", False):
                     break  # a file source at its end
             clean = True
         finally:
-            # Before the source closes: leaving the group revokes every partition, which
-            # drops their streams.  Not after a failed batch, nor with one whose outputs the
-            # broker never acknowledged: its readings are in the state but not in the
-            # offsets, and their replay would be refused as older than the streams' last
-            # readings.  Should the final commit fail, the offsets check at the next start
-            # passes over the snapshot's streams.
+            # Before the source closes: leaving the group revokes every partition.  Not after
+            # a failed batch, nor with one whose outputs the broker never acknowledged: its
+            # readings are in the state but not in the offsets (the last segments written
+            # stay, and the next start reads the batch again from them).
             if self._drain() and clean:
-                self.save_state()
+                self.checkpoint()
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)
@@ -358,8 +439,7 @@ class Daemon:
         if reachable and self._outage_since is not None and not records:
             self._recovered()
         self.health.broker_reachable = reachable and self._outage_since is None
-        if self._resume:
-            self._check_resumed(records)
+        records = self._lifecycle(records)
         if not records:
             self.source.commit({})  # offsets held back while a commit was in flight go now
             return 0
@@ -372,14 +452,16 @@ class Daemon:
         sent = {"anomaly": 0, "score": 0, "dead_letter": 0}
         future = self.cfg.input.max_future_seconds
         batch = self.format.decode_batch(records, None if future is None else now + future)
+        quiet = self._quiet_records(records) if self._quiet else None
         for i, err in batch.errors:
-            self._dead_letter(records[i], err)
-        sent["dead_letter"] = len(batch.errors)
+            if quiet is None or not quiet[i]:
+                self._dead_letter(records[i], err)
+                sent["dead_letter"] += 1
         good, streams, stamps, values = batch.index, batch.streams, batch.timestamps, batch.values
         record_ms = np.fromiter((records[i].timestamp for i in good), np.float64, len(good))
 
         if good:
-            lru_before = self.engine.store.evicted_lru
+            lru_before, moved_before = self.engine.store.evicted_lru, self.engine.moved_streams
             cov = np.asarray(batch.covariates, np.float64) if self.format.covariate_fields else None
             verdicts = self.engine.process(
                 streams,
@@ -389,8 +471,12 @@ class Daemon:
                 owners=self._owners(records, good),
                 timestamps=np.asarray(stamps),
             )
+            heard = None if quiet is None else ~quiet[np.asarray(good, np.intp)]
+            if heard is not None:  # rebuilding state: what was sent before is not sent again
+                np.logical_and(verdicts.anomaly, heard, out=verdicts.anomaly)
             if verdicts.skipped.any():
-                late = np.flatnonzero(verdicts.skipped).tolist()
+                late = verdicts.skipped if heard is None else verdicts.skipped & heard
+                late = np.flatnonzero(late).tolist()
                 sent["dead_letter"] += len(late)
                 for j in late:
                     self._dead_letter(
@@ -402,6 +488,7 @@ class Daemon:
                     )
             lru = self.engine.store.evicted_lru - lru_before
             self.metrics.evictions.labels(reason="capacity").inc(lru)
+            self.metrics.partition_conflicts.inc(self.engine.moved_streams - moved_before)
             flagged = np.flatnonzero(verdicts.anomaly)
             outputs = self.cfg.outputs
             for j in flagged.tolist():
@@ -409,7 +496,8 @@ class Daemon:
                 self.sink.send(Outgoing(outputs.anomalies_topic, streams[j].encode(), event))
             sent["anomaly"] = len(flagged)
             if outputs.scores_topic:  # every reading scored: not those dead-lettered above
-                scored = np.flatnonzero(~verdicts.skipped).tolist()
+                scored = ~verdicts.skipped if heard is None else ~verdicts.skipped & heard
+                scored = np.flatnonzero(scored).tolist()
                 for j in scored:
                     event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                     self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
@@ -438,6 +526,9 @@ class Daemon:
             self.metrics.produced.labels(kind=kind).inc(n)
         self.source.commit(batch.offsets)  # ... before its offsets are committed
         self._processed.update(batch.offsets)
+        for part in [p for p, end in self._quiet.items() if batch.offsets.get(p, -1) >= end]:
+            del self._quiet[part]
+            log.info("partition %s[%d]: state rebuilt up to the committed offset", *part)
         if self._outage_since is not None:
             self._recovered()
         self.health.broker_reachable = True
@@ -454,6 +545,17 @@ class Daemon:
         log.info("broker back after %.1f s: carrying on", time.monotonic() - self._outage_since)
         self._outage_since = None
 
+    def _quiet_records(self, records: list[Record]) -> np.ndarray:
+        """Which records rebuild a restored partition's state without output."""
+        out = np.zeros(len(records), bool)
+        quiet = self._quiet
+        for i, rec in enumerate(records):
+            end = quiet.get((rec.topic, rec.partition))
+            if end is not None and rec.offset < end:
+                out[i] = True
+        self.metrics.rebuilt.inc(int(out.sum()))
+        return out
+
     def _owners(self, records: list[Record], good: list[int]) -> np.ndarray:
         """The partition id of each good record (records of one partition come together)."""
         out = np.empty(len(good), np.int32)
@@ -463,51 +565,11 @@ class Daemon:
             key = (rec.topic, rec.partition)
             if key != last:
                 last_id = ids.get(key, -1)
-                if last_id < 0:  # a new partition: ids are never reused (restored ones too)
-                    last_id = ids[key] = max(ids.values(), default=-1) + 1
+                if last_id < 0:
+                    last_id = self._owner_id(key)
                 last = key
             out[j] = last_id
         return out
-
-    def _check_resumed(self, records: list[Record]) -> None:
-        """Keep a restored partition's streams if its first record is the one the snapshot
-        expects; drop them if another comes first, or if the partition is not ours."""
-        assigned = self.source.assignment()
-        stale = {p: "is assigned to another member" for p in self._resume if p not in assigned}
-        if not assigned:
-            stale = {}  # no assignment yet (joining the group): nothing to judge by
-        for rec in records:
-            part = (rec.topic, rec.partition)
-            expected = self._resume.get(part)
-            if expected is None or part in stale:
-                continue
-            if rec.offset == expected:
-                del self._resume[part]
-                log.info(
-                    "partition %s[%d] resumes at offset %d: its state continues", *part, expected
-                )
-            else:
-                stale[part] = f"resumes at offset {rec.offset}, the snapshot at {expected}"
-        for part, why in stale.items():
-            del self._resume[part]
-            self._processed.pop(part, None)
-            dropped = self.engine.store.drop_owners({self._owner_ids[part]})
-            self.metrics.evictions.labels(reason="stale_snapshot").inc(dropped)
-            log.info(
-                "partition %s[%d] %s: its %d restored stream(s) start afresh", *part, why, dropped
-            )
-
-    def _revoked(self, partitions: set[Partition]) -> None:
-        for p in partitions:
-            self._processed.pop(p, None)
-            self._resume.pop(p, None)
-        owners = {self._owner_ids[p] for p in partitions if p in self._owner_ids}
-        dropped = self.engine.store.drop_owners(owners)
-        self.metrics.evictions.labels(reason="revoked").inc(dropped)
-        for topic, partition in partitions:
-            with contextlib.suppress(KeyError):  # never reported
-                self.metrics.lag.remove(topic, str(partition))
-        log.info("dropped the state of %d stream(s) of revoked partitions", dropped)
 
     def _event(
         self,

@@ -108,6 +108,7 @@ class Engine:
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
+        self.moved_streams = 0  # readings of a stream held for another partition
 
     def replace_model(self, model: StepModel) -> None:
         """Serve ``model`` from the next batch on; the caller has checked that the state
@@ -150,6 +151,10 @@ class Engine:
         ts = None if timestamps is None else np.asarray(timestamps, np.float64)
         slots = self.store.assign(stream_ids, now)
         if owners is not None:
+            # a stream's readings all arrive on one partition (keyed by stream id): one seen on
+            # another moves its state there, and is counted
+            before = self.store.owner[slots]
+            self.moved_streams += int(np.count_nonzero((before >= 0) & (before != owners)))
             self.store.owner[slots] = owners
         for wave in waves(slots):
             for start in range(0, len(wave), self.max_rows):

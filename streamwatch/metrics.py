@@ -125,7 +125,7 @@ class Metrics:
         )
         self.evictions = Counter(
             "stream_evictions",
-            "Stream states dropped, by reason (idle, capacity, revoked or stale_snapshot).",
+            "Stream states dropped, by reason (idle, capacity or revoked: handed to a checkpoint).",
             ["reason"],
             namespace=ns,
             registry=registry,
@@ -192,5 +192,55 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
-        for reason in ("idle", "capacity", "revoked", "stale_snapshot"):
+        for reason in ("idle", "capacity", "revoked"):
             self.evictions.labels(reason=reason)
+        self.restored = Counter(
+            "state_restored_streams",
+            "Streams whose state was restored from a checkpoint when their partition was assigned.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "state_cold_starts",
+            "Partitions assigned without state to restore, by reason (none: no checkpoint; "
+            "damaged; other_model).",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        for reason in ("none", "damaged", "other_model"):
+            self.cold_starts.labels(reason=reason)
+        self.rebuilt = Counter(
+            "state_rebuilt_records",
+            "Records read again after a restore to bring state up to the committed offset, "
+            "without output (their verdicts were sent before).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.checkpoint_bytes = Counter(
+            "checkpoint_written_bytes",
+            "Bytes of state checkpoint segments written.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "checkpoint_seconds",
+            "Time to write one round of checkpoints (every partition held).",
+            namespace=ns,
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "checkpoint_failures",
+            "Checkpoint segments that could not be written (a full disk, permissions).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.partition_conflicts = Counter(
+            "stream_partition_conflicts",
+            "Readings of a stream whose state was held for another partition.  A stream's "
+            "readings must all arrive on one partition (keyed by stream id): its state moves "
+            "with each such reading, and its checkpoints no longer follow one partition.",
+            namespace=ns,
+            registry=registry,
+        )

@@ -67,6 +67,9 @@ class StateStore:
         self._t0: float | None = None  # the clock's value at the first assign
         # stream id -> (2, targets) trained range, which a new slot of that stream starts with
         self.envelopes: dict[str, np.ndarray] = {}
+        # (owner, key) arrays of streams evicted since their partition's last checkpoint,
+        # which its next one records as gone
+        self._gone: list[tuple[np.ndarray, np.ndarray]] = []
         capacity = max(1, min(capacity, max_streams))
         self.index = SlotIndex(2 * capacity)
         self._alloc(capacity)
@@ -93,6 +96,8 @@ class StateStore:
         self.key = np.zeros(capacity, np.uint64)  # the slot's stream id hash; 0: free
         # what the stream is scored against: model or persistence, and the scale's factor
         self.serve = serve.new_rows(capacity, self.n_targets)
+        # changed since the partition's last checkpoint (not state: never exported)
+        self.dirty = np.zeros(capacity, bool)
         self._alloc_window(capacity, 0)  # the engine shapes it for its scorer (set_window)
 
     def _alloc_window(self, capacity: int, width: int) -> None:
@@ -141,6 +146,9 @@ class StateStore:
             grown[:old] = arr
             setattr(self, name, grown)
         self.key[old:] = 0
+        dirty = np.zeros(new, bool)
+        dirty[:old] = self.dirty
+        self.dirty = dirty
         free = np.empty(new, np.int32)
         free[: self.n_free] = self.free[: self.n_free]
         free[self.n_free : self.n_free + new - old] = np.arange(new - 1, old - 1, -1)
@@ -154,6 +162,7 @@ class StateStore:
         self.scores[slot] = 0.0
         self.envelope[slot] = np.nan
         self.last_ts[slot] = np.nan
+        self.owner[slot] = -1
         self.window[slot] = np.nan
         self.window_stats[slot] = 0.0
         serve.reset(self.serve[slot : slot + 1])
@@ -178,6 +187,7 @@ class StateStore:
         if key:
             self.index.delete(key)
             self.key[slot] = 0
+            self.dirty[slot] = False
             self.free[self.n_free] = slot
             self.n_free += 1
 
@@ -201,6 +211,7 @@ class StateStore:
         if self._t0 is None:
             self._t0 = now
         self.last_seen[slots] = now - self._t0
+        self.dirty[slots] = True
         return slots
 
     def _new_slot(self, pinned: np.ndarray) -> int:
@@ -225,25 +236,70 @@ class StateStore:
         victims = victims[np.isfinite(seen[victims])]
         if len(victims) == 0:
             raise ValueError(f"one batch holds more than max_streams={self.max_streams} streams")
+        self._note_gone(victims)
         for slot in victims.tolist():
             self._release(slot)
         self.evicted_lru += len(victims)
 
     def export(self, owners: Collection[int] | None = None) -> dict[str, np.ndarray]:
-        """The rows of every live stream (or of those arriving on ``owners``), for a snapshot
-        (``checkpoint.py``): the arrays of ``_ROWS`` but ``last_seen`` (time since this
-        process started: meaningless to the next).  One copy: a million streams are 630 MB."""
+        """The rows of every live stream (or of those arriving on ``owners``), as a checkpoint
+        holds them (``checkpoint.py``): the arrays of ``_ROWS`` but ``last_seen`` (time since
+        this process started: meaningless to the next).  One copy: a million streams are
+        630 MB."""
         used = self._used()
         if owners is not None:
             used = used[np.isin(self.owner[used], list(owners))]
         return {name: getattr(self, name)[used] for name in _ROWS if name != "last_seen"}
 
-    def restore(self, rows: dict[str, np.ndarray], now: float) -> int:
-        """Take on the streams of ``export``'s ``rows``, as if all were seen at ``now``: into
-        an empty store only, shaped alike (``ValueError`` says what differs).  Returns how
-        many streams came back."""
-        if len(self):
-            raise ValueError("the state store already holds streams")
+    def drop_owners(self, owners: set[int]) -> int:
+        """Drop the streams that arrive on the given partitions (revoked in a rebalance: the
+        replica that takes them over builds their state afresh); return how many went."""
+        if not owners or not len(self):
+            return 0
+        used = self._used()
+        gone = used[np.isin(self.owner[used], list(owners))]
+        for slot in gone.tolist():
+            self._release(slot)
+        ids = list(owners)
+        self._gone = [(o[~m], k[~m]) for o, k in self._gone if not (m := np.isin(o, ids)).all()]
+        return len(gone)
+
+    def evict_idle(self, now: float, ttl: float) -> int:
+        """Drop streams not seen for ``ttl`` seconds; return how many went."""
+        if self._t0 is None:
+            return 0
+        used = self._used()
+        stale = used[self.last_seen[used] < now - self._t0 - ttl]
+        self._note_gone(stale)
+        for slot in stale.tolist():
+            self._release(slot)
+        self.evicted_idle += len(stale)
+        return len(stale)
+
+    def _note_gone(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self._gone.append((self.owner[slots].copy(), self.key[slots].copy()))
+
+    def changes(self, owner: int, full: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """What a partition's checkpoint records, and forgets it as changed: the rows (as
+        ``export``'s) of its streams changed since its last checkpoint (every stream, with
+        ``full``), and the keys of its streams evicted since (none with ``full``)."""
+        used = self._used()
+        mine = used[self.owner[used] == owner]
+        if not full:
+            mine = mine[self.dirty[mine]]
+        self.dirty[mine] = False
+        gone = [k[o == owner] for o, k in self._gone]
+        self._gone = [(o[o != owner], k[o != owner]) for o, k in self._gone]
+        self._gone = [(o, k) for o, k in self._gone if len(o)]
+        keys = np.concatenate(gone) if gone and not full else np.zeros(0, np.uint64)
+        rows = {name: getattr(self, name)[mine] for name in _ROWS if name != "last_seen"}
+        return rows, keys
+
+    def add(self, rows: dict[str, np.ndarray], owner: int, now: float) -> int:
+        """Take on a partition's streams (``export``'s or ``changes``' rows) beside those the
+        store holds, as seen at ``now`` and arriving on ``owner``; a stream already held keeps
+        its live state.  ``ValueError`` says what does not fit.  Returns how many came."""
         missing = sorted(set(_ROWS) - {"last_seen"} - _OPTIONAL - set(rows))
         if missing:
             raise ValueError(f"no {', '.join(missing)} rows")
@@ -257,43 +313,25 @@ class StateStore:
             if arr.shape != (n, *mine.shape[1:]):
                 raise ValueError(f"{name} rows of shape {arr.shape}, not {(n, *mine.shape[1:])}")
         keys = rows["key"]
-        if n > self.max_streams:
-            raise ValueError(f"{n:,} streams, more than state.max_streams={self.max_streams:,}")
         if (keys < 2).any() or len(np.unique(keys)) != n:  # 0 and 1 mark free index cells
             raise ValueError("stream keys are reserved values or repeated")
-        while self.capacity < n:
+        new = np.flatnonzero(self.index.lookup(keys) < 0)
+        if len(self) + len(new) > self.max_streams:
+            raise ValueError(
+                f"{len(self) + len(new):,} streams, more than state.max_streams="
+                f"{self.max_streams:,}"
+            )
+        while self.n_free < len(new):
             self._grow()
-        slots = np.arange(n)
+        slots = self.free[self.n_free - len(new) : self.n_free][::-1].copy()
+        self.n_free -= len(new)
         for name, arr in rows.items():
-            getattr(self, name)[slots] = arr
-        for slot, key in enumerate(keys.tolist()):
+            getattr(self, name)[slots] = arr[new]
+        self.owner[slots] = owner
+        self.dirty[slots] = False
+        for slot, key in zip(slots.tolist(), keys[new].tolist(), strict=True):
             self.index.insert(key, slot)
-        # slots 0..n-1 are taken: the free stack keeps the rest, lowest on top
-        self.free[: self.capacity - n] = np.arange(self.capacity - 1, n - 1, -1)
-        self.n_free = self.capacity - n
         if self._t0 is None:
             self._t0 = now
         self.last_seen[slots] = now - self._t0
-        return n
-
-    def drop_owners(self, owners: set[int]) -> int:
-        """Drop the streams that arrive on the given partitions (revoked in a rebalance: the
-        replica that takes them over builds their state afresh); return how many went."""
-        if not owners or not len(self):
-            return 0
-        used = self._used()
-        gone = used[np.isin(self.owner[used], list(owners))]
-        for slot in gone.tolist():
-            self._release(slot)
-        return len(gone)
-
-    def evict_idle(self, now: float, ttl: float) -> int:
-        """Drop streams not seen for ``ttl`` seconds; return how many went."""
-        if self._t0 is None:
-            return 0
-        used = self._used()
-        stale = used[self.last_seen[used] < now - self._t0 - ttl]
-        for slot in stale.tolist():
-            self._release(slot)
-        self.evicted_idle += len(stale)
-        return len(stale)
+        return len(new)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from streamwatch.records import Record
 
 Partition = tuple[str, int]  # (topic, partition)
 Offsets = dict[Partition, int]  # -> next offset to consume
+
+
+@dataclass(frozen=True)
+class PartitionEvent:
+    """A change of the partitions this member reads, in the order the group made them.
+
+    ``assigned``: new to this member; the source reads nothing of them until ``start``.
+    ``revoked``: handed over in a rebalance (the member may still save their state).
+    ``lost``: taken away without a handover (the member was expelled from the group).
+    """
+
+    kind: Literal["assigned", "revoked", "lost"]
+    partitions: frozenset[Partition]
 
 
 class Source(Protocol):
@@ -18,9 +31,18 @@ class Source(Protocol):
 
     def assignment(self) -> set[Partition]: ...
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
-        """Call ``callback`` with the partitions taken away in a rebalance, before they go:
-        from inside ``poll``, so never in the middle of a batch."""
+    def events(self) -> list[PartitionEvent]:
+        """The partition changes since the last call, oldest first; asked after every poll,
+        so that the run loop (not the client's IO thread) restores and saves state."""
+        ...
+
+    def committed_offsets(self, partitions: set[Partition]) -> Offsets:
+        """The group's committed offsets of these partitions, where there are any."""
+        ...
+
+    def start(self, offsets: dict[Partition, int | None]) -> None:
+        """Begin reading newly assigned partitions: each from the offset given, or from its
+        committed offset (the reset policy without one) where the offset is None."""
         ...
 
     def unreadable_topics(self) -> dict[str, str]:

@@ -7,10 +7,9 @@ import os
 import select
 import sys
 import time
-from collections.abc import Callable
 
 from streamwatch.records import Record
-from streamwatch.sources import Offsets, Partition
+from streamwatch.sources import Offsets, Partition, PartitionEvent
 
 _CHUNK = 1 << 16
 
@@ -66,8 +65,14 @@ class FileSource:
     def assignment(self) -> set[Partition]:
         return {(self.path, 0)}
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
-        pass  # a file is never taken away
+    def events(self) -> list[PartitionEvent]:
+        return []  # a file is never taken away: its streams are keyed by a lazy partition id
+
+    def committed_offsets(self, partitions: set[Partition]) -> Offsets:
+        return {}
+
+    def start(self, offsets: dict[Partition, int | None]) -> None:
+        pass  # never assigned: nothing to start
 
     def unreadable_topics(self) -> dict[str, str]:
         return {}  # a file, not topics

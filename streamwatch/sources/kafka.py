@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Iterable
+from typing import Literal
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import __version__ as kafka_version
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import AuthorizationError, GroupAuthorizationFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -23,16 +28,23 @@ from streamwatch.sinks.kafka import (
     closing_quietly,
     topic_access,
 )
-from streamwatch.sources import Offsets, Partition
+from streamwatch.sources import Offsets, Partition, PartitionEvent
 from streamwatch.sources.kafka_join import install as install_join_fix
 from streamwatch.sources.kafka_records import install as install_record_path
 
 log = logging.getLogger("streamwatch")
 
+_ASSIGNORS = {
+    "cooperative-sticky": CooperativeStickyAssignor,
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
+
 # The final commit and leaving the group each wait this long at most: a stop with the broker
 # away must end in bounded time (what is not committed is read again: at least once).
 CLOSE_TIMEOUT_MS = 10_000
 COMMIT_RETRY_SECONDS = 1.0  # after a failed asynchronous commit
+COMMITTED_MS = 10_000  # asking for a newly assigned partition's committed offset
 
 
 def check_extra_settings(cfg: KafkaConfig) -> None:
@@ -51,27 +63,39 @@ def check_extra_settings(cfg: KafkaConfig) -> None:
 
 class _Listener(ConsumerRebalanceListener):
     """kafka-python calls these on its IO thread, from inside ``poll`` or ``close``, where
-    nothing may block.  Every batch's offsets were handed to an asynchronous commit before
-    the next poll, so only the revoked streams' state is left to drop, and the revoked
-    partitions' offsets: committed later, they would move the new owner's offsets back.
-    Should that last commit lose the race with the rebalance, the next owner replays one
-    batch: at least once."""
+    nothing may block: they only queue the change for the run loop (``events``), pause what
+    is new until the loop has restored its state and positioned it (``start``), and stop
+    committing offsets for what is gone (committed later, they would move the new owner's
+    offsets back).  Every batch's offsets were handed to an asynchronous commit before the
+    next poll; should that last commit lose the race with the rebalance, the next owner
+    replays one batch: at least once."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        parts = {(tp.topic, tp.partition) for tp in revoked}
-        log.info("partitions revoked: %s", _names(parts))
+        self._gone("revoked", revoked)
+
+    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self._gone("lost", lost)
+
+    def _gone(self, kind: Literal["revoked", "lost"], tps: Iterable[TopicPartition]) -> None:
+        parts = frozenset((tp.topic, tp.partition) for tp in tps)
+        log.info("partitions %s: %s", kind, _names(parts))
         self.source.forget(parts)
-        if parts and self.source._on_revoke is not None:
-            self.source._on_revoke(parts)
+        if parts:
+            self.source._events.append(PartitionEvent(kind, parts))
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", _names({(tp.topic, tp.partition) for tp in assigned}))
+        tps = list(assigned)
+        parts = frozenset((tp.topic, tp.partition) for tp in tps)
+        log.info("partitions assigned: %s", _names(parts))
+        if tps:
+            self.source.consumer.pause(*tps)
+            self.source._events.append(PartitionEvent("assigned", parts))
 
 
-def _names(parts: set[Partition]) -> str:
+def _names(parts: Iterable[Partition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(parts)) or "none"
 
 
@@ -91,6 +115,8 @@ class KafkaSource:
                 enable_auto_commit=False,  # offsets move only after outputs are acknowledged
                 auto_offset_reset=cfg.auto_offset_reset,
                 max_poll_records=cfg.max_poll_records,
+                group_instance_id=cfg.instance_id(os.environ),
+                partition_assignment_strategy=(_ASSIGNORS[cfg.partition_assignment],),
             )
         except KafkaError as exc:
             raise SourceError(
@@ -108,7 +134,7 @@ class KafkaSource:
                 "finishes between polls knows 3.0.x)",
                 kafka_version,
             )
-        self._on_revoke: Callable[[set[Partition]], None] | None = None
+        self._events: deque[PartitionEvent] = deque()  # appended on the IO thread
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self._in_flight = False
         self._sent: Offsets = {}  # what the last asynchronous commit carried
@@ -173,7 +199,7 @@ class KafkaSource:
             )
             self._failing_since = None
 
-    def forget(self, parts: set[Partition]) -> None:
+    def forget(self, parts: Iterable[Partition]) -> None:
         """Stop committing offsets for partitions this member no longer owns."""
         for part in parts:
             self._pending.pop(part, None)
@@ -203,8 +229,36 @@ class KafkaSource:
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
-        self._on_revoke = callback
+    def events(self) -> list[PartitionEvent]:
+        out = []
+        while self._events:
+            out.append(self._events.popleft())
+        return out
+
+    def committed_offsets(self, partitions: set[Partition]) -> Offsets:
+        out: Offsets = {}
+        for t, p in sorted(partitions):
+            try:
+                offset = self.consumer.committed(TopicPartition(t, p), timeout_ms=COMMITTED_MS)
+            except KafkaError as exc:
+                # not fatal: the state is rebuilt from its checkpoint with output, so the
+                # verdicts since it are sent again (at least once)
+                log.warning("the committed offset of %s[%d] is not known: %s", t, p, exc)
+                continue
+            if offset is not None:
+                out[(t, p)] = offset
+        return out
+
+    def start(self, offsets: dict[Partition, int | None]) -> None:
+        owned = self.consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in offsets]
+        tps = [tp for tp in tps if tp in owned]  # revoked meanwhile: nothing to start
+        for tp in tps:
+            offset = offsets[(tp.topic, tp.partition)]
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+        if tps:
+            self.consumer.resume(*tps)
 
     def lag(self) -> dict[Partition, int]:
         out = {}

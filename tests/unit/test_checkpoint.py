@@ -1,8 +1,8 @@
-"""State snapshots across restarts: the store's rows, the file, and the daemon's resume rule."""
+"""Per-partition checkpoints: the store's changes, the segments on disk, and the daemon's
+restore, rebuild and save around a crash, a revocation and a reassignment."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import subprocess
@@ -27,76 +27,215 @@ from streamwatch.state import StateStore
 
 from .test_daemon import _records
 
-# -- the store's rows ----------------------------------------------------------------------------
+MODEL = {"name": "m", "version": "1"}
+
+# -- the store's changes -------------------------------------------------------------------------
 
 
-def _filled(ids: list[str], seed: int = 0) -> StateStore:
+def _filled(ids: list[str], seed: int = 0, owner: int = 0) -> StateStore:
     store = StateStore(state_size=6, capacity=4, max_streams=100, n_targets=2)
     slots = store.assign(ids, now=5.0)
+    _scramble(store, slots, seed)
+    store.owner[slots] = owner
+    return store
+
+
+def _scramble(store: StateStore, slots: np.ndarray, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for name in ("state", "norm", "forecast", "scale", "scores", "envelope", "last_ts"):
         arr = getattr(store, name)
         arr[slots] = rng.standard_normal(arr[slots].shape)
-    store.owner[slots] = np.arange(len(ids)) % 3
-    return store
 
 
-def test_a_store_takes_back_exactly_the_streams_it_gave() -> None:
+def _same(a: StateStore, b: StateStore, streams: list[str]) -> None:
+    for stream in streams:
+        i, j = a.slot(stream), b.slot(stream)
+        assert i is not None and j is not None, stream
+        for name in ("state", "norm", "scores", "envelope", "forecast"):
+            np.testing.assert_array_equal(getattr(a, name)[i], getattr(b, name)[j])
+
+
+def test_a_store_hands_out_its_changes_per_partition_and_takes_them_back() -> None:
     ids = [f"s{i}" for i in range(11)]
     old = _filled(ids)
-    old.assign(["gone"], now=6.0)
-    rows = old.export()
+    other = old.assign(["elsewhere"], now=5.0)
+    old.owner[other] = 1
+    rows, gone = old.changes(owner=0)
+    assert sorted(old.key[[old.slot(s) for s in ids]].tolist()) == sorted(rows["key"].tolist())
+    assert len(gone) == 0
+    # nothing changed since: an empty delta; one stream stepped: a delta of one
+    assert len(old.changes(owner=0)[0]["key"]) == 0
+    _scramble(old, old.assign(["s3"], now=6.0), seed=1)
+    delta, _ = old.changes(owner=0)
+    assert len(delta["key"]) == 1 and delta["key"][0] == old.key[old.slot("s3")]
+    # a full export holds every stream of the partition, changed or not
+    assert len(old.changes(owner=0, full=True)[0]["key"]) == 11
     new = StateStore(state_size=6, capacity=2, max_streams=100, n_targets=2)
-    assert new.restore(rows, now=100.0) == 12
-    for stream in [*ids, "gone"]:
-        a, b = old.slot(stream), new.slot(stream)
-        assert b is not None
-        for name in ("state", "norm", "scores", "envelope", "owner"):
-            np.testing.assert_array_equal(getattr(new, name)[b], getattr(old, name)[a])
+    assert new.add(rows, owner=7, now=100.0) == 11
+    assert new.add(delta, owner=7, now=100.0) == 0  # s3 is held: its live state stays
+    _same(old, new, [s for s in ids if s != "s3"])
+    assert set(new.owner[[new.slot(s) for s in ids]].tolist()) == {7}
     # streams that arrive later get slots of their own, and nothing restored is overwritten
-    before = new.state[: len(new)].copy()
+    before = new.state[[new.slot(s) for s in ids]].copy()
     fresh = new.assign([f"t{i}" for i in range(20)], now=101.0)
-    assert len(set(fresh.tolist())) == 20
-    assert not set(fresh.tolist()) & {new.slot(s) for s in ids}
-    np.testing.assert_array_equal(new.state[: len(before)], before)
-    assert len(new) == 32
+    assert len(set(fresh.tolist())) == 20 and not set(fresh.tolist()) & {new.slot(s) for s in ids}
+    np.testing.assert_array_equal(new.state[[new.slot(s) for s in ids]], before)
+
+
+def test_evicted_streams_are_recorded_as_gone_for_their_partition_only() -> None:
+    store = StateStore(state_size=2, capacity=8, max_streams=8)
+    slots = store.assign(["a", "b", "c"], now=0.0)
+    store.owner[slots] = [0, 0, 1]
+    store.changes(0)
+    store.changes(1)
+    key_a = int(store.key[store.slot("a")])
+    store.assign(["b", "c"], now=100.0)
+    assert store.evict_idle(now=150.0, ttl=60.0) == 1  # "a"
+    rows, gone = store.changes(0)
+    assert gone.tolist() == [key_a] and "a" not in store
+    assert rows["key"].tolist() == [int(store.key[store.slot("b")])]  # b changed
+    assert len(store.changes(1)[1]) == 0
+    assert len(store.changes(0)[1]) == 0  # said once
 
 
 def test_a_store_refuses_rows_it_cannot_hold() -> None:
     rows = _filled(["a", "b", "c"]).export()
-    busy = _filled(["x"])
-    with pytest.raises(ValueError, match="already holds"):
-        busy.restore(rows, now=0.0)
     wrong = StateStore(state_size=8, n_targets=2)
     with pytest.raises(ValueError, match="state rows of shape"):
-        wrong.restore(rows, now=0.0)
+        wrong.add(rows, owner=0, now=0.0)
     small = StateStore(state_size=6, capacity=1, max_streams=2, n_targets=2)
     with pytest.raises(ValueError, match="max_streams=2"):
-        small.restore(rows, now=0.0)
+        small.add(rows, owner=0, now=0.0)
+    for bad in ([5, 5, 7], [1, 5, 7]):
+        with pytest.raises(ValueError, match="reserved values or repeated"):
+            StateStore(state_size=6, n_targets=2).add(
+                {**rows, "key": np.array(bad, np.uint64)}, owner=0, now=0.0
+            )
 
 
-# -- the file ------------------------------------------------------------------------------------
+def test_window_rows_go_into_the_checkpoint_and_must_fit_the_scorer() -> None:
+    store = StateStore(state_size=6, n_targets=2)
+    store.set_window(100)
+    slots = store.assign(["a", "b"], now=0.0)
+    store.window[slots, :3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    store.window_stats[slots, 0] = 3.0
+    rows = store.export()
+    back = StateStore(state_size=6, n_targets=2)
+    back.set_window(100)
+    back.add(rows, owner=0, now=1.0)
+    np.testing.assert_array_equal(back.window[back.slot("b"), :3], [4.0, 5.0, 6.0])
+    with pytest.raises(ValueError, match="do not fit this scorer"):
+        back.set_window(200)  # it holds streams now
+    other = StateStore(state_size=6, n_targets=2)  # a scorer without the window test
+    with pytest.raises(ValueError, match="window rows of shape"):
+        other.add(rows, owner=0, now=1.0)
+    assert other.window.nbytes == other.window_stats.nbytes == 0  # off: no bytes at all
 
 
-def test_a_damaged_snapshot_is_refused_naming_the_file(tmp_path: Path) -> None:
-    bad = tmp_path / "state.npz"
-    bad.write_bytes(b"PK\x03\x04 not a zip at all")
-    with pytest.raises(checkpoint.CheckpointError, match=r"state\.npz: not a readable"):
-        checkpoint.read(bad)
-    with pytest.raises(FileNotFoundError):
-        checkpoint.read(tmp_path / "none.npz")
+# -- segments on disk ----------------------------------------------------------------------------
 
 
-def test_the_checkpoint_directory_must_exist_when_the_daemon_starts(
+def _chain(tmp_path: Path) -> tuple[checkpoint.Checkpoints, StateStore, list[int]]:
+    """A full segment at offset 10, then deltas at 20 and 30 (one changes s1, one evicts s2)."""
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    store = _filled(["s0", "s1", "s2"])
+    part = ("in", 0)
+    sizes = [ckpt.write(part, True, 10, MODEL, *store.changes(0, full=True))]
+    _scramble(store, store.assign(["s1"], now=6.0), seed=2)
+    sizes.append(ckpt.write(part, False, 20, MODEL, *store.changes(0)))
+    store.assign(["s0", "s1"], now=1000.0)
+    store.evict_idle(now=1000.0, ttl=60.0)  # s2
+    sizes.append(ckpt.write(part, False, 30, MODEL, *store.changes(0)))
+    return ckpt, store, sizes
+
+
+def test_a_full_segment_and_its_deltas_restore_the_latest_state(tmp_path: Path) -> None:
+    _ckpt, store, _ = _chain(tmp_path)
+    got = checkpoint.Checkpoints(tmp_path).restore(("in", 0), MODEL)
+    assert got is not None and (got.offset, got.segments, got.skipped) == (30, 3, [])
+    back = StateStore(state_size=6, n_targets=2)
+    assert back.add(got.rows, owner=0, now=0.0) == 2
+    _same(store, back, ["s0", "s1"])
+    assert "s2" not in back
+    names = sorted(p.name for p in (tmp_path / "in" / "0").iterdir())
+    assert names == [
+        "000000000000.full.npz",
+        "000000000001.delta.npz",
+        "000000000002.delta.npz",
+    ]
+    assert checkpoint.Checkpoints(tmp_path).restore(("in", 1), MODEL) is None
+
+
+def test_a_damaged_segment_gives_way_to_the_last_good_state(tmp_path: Path) -> None:
+    _ckpt, _store, _ = _chain(tmp_path)
+    where = tmp_path / "in" / "0"
+    newest = where / "000000000002.delta.npz"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the zip's CRC catches it
+    newest.write_bytes(bytes(data))
+    got = checkpoint.restore(where, MODEL)
+    assert got is not None and got.offset == 20 and got.segments == 2
+    assert "000000000002.delta.npz" in got.skipped[0]
+    (where / "000000000000.full.npz").write_bytes(b"PK\x03\x04 not a zip at all")
+    damaged = r"000000000000\.full\.npz: not a readable"
+    with pytest.raises(checkpoint.CheckpointError, match=damaged):
+        checkpoint.restore(where, MODEL)
+
+
+def test_a_newer_full_segment_prunes_all_but_the_chain_before_it(tmp_path: Path) -> None:
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    ckpt.MIN_FULL_BYTES = 0  # as for a partition of many streams
+    store = StateStore(state_size=6, capacity=4, max_streams=1000, n_targets=2)
+    ids = [f"s{i}" for i in range(300)]
+    slots = store.assign(ids, now=0.0)
+    store.owner[slots] = 0
+    part, where = ("in", 0), tmp_path / "in" / "0"
+    assert ckpt.needs_full(part)  # nothing on disk yet
+    ckpt.write(part, True, 10, MODEL, *store.changes(0, full=True))
+    for offset in (20, 30, 40):
+        store.assign(ids[offset : offset + 5], now=1.0)
+        ckpt.write(part, False, offset, MODEL, *store.changes(0))
+    assert not ckpt.needs_full(part)  # three small deltas weigh less than the full segment
+    ckpt.write(part, False, 40, MODEL, *store.changes(0, full=True))  # a big delta
+    assert ckpt.needs_full(part)  # the deltas now outweigh the full segment
+    ckpt.write(part, True, 50, MODEL, *store.changes(0, full=True))
+    ckpt.write(part, True, 60, MODEL, *store.changes(0, full=True))
+    assert [s for s, _, _ in checkpoint.segments(where)] == [5, 6]
+    # the newest full one damaged: the one before it serves
+    (where / "000000000006.full.npz").write_bytes(b"garbage")
+    got = checkpoint.restore(where, MODEL)
+    assert got is not None and got.offset == 50
+
+
+def test_segments_of_another_model_are_refused(tmp_path: Path) -> None:
+    _chain(tmp_path)
+    with pytest.raises(checkpoint.OtherModel, match="written for model m 1, not the one served"):
+        checkpoint.restore(tmp_path / "in" / "0", {"name": "m", "version": "2"})
+
+
+def test_a_crash_mid_write_leaves_no_partial_segment(tmp_path: Path) -> None:
+    store = _filled(["a"])
+    (tmp_path / "000000000000.full.npz").mkdir()  # the rename onto it fails
+    with pytest.raises(OSError):
+        checkpoint.write_segment(tmp_path, 0, True, 1, MODEL, *store.changes(0, full=True))
+    assert [p.name for p in tmp_path.iterdir()] == ["000000000000.full.npz"]
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_the_checkpoint_directory_is_made_or_refused_when_the_daemon_starts(
     tmp_path: Path, model_dir: Path
 ) -> None:
     """Checked at ``streamwatch run`` only: ``check-config`` runs where the config is written,
     where the daemon's directory need not exist."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
     config = tmp_path / "streamwatch.yaml"
-    missing = tmp_path / "no" / "state.npz"
     config.write_text(
-        f"model: {{path: {model_dir}}}\ninput: {{source: file}}\n"
-        f"state: {{checkpoint_path: {missing}}}\n"
+        f"model: {{path: {model_dir}}}\n"
+        "kafka: {bootstrap_servers: '127.0.0.1:1', input_topics: [in]}\n"
+        f"state: {{checkpoint_dir: {blocker / 'state'}}}\n"
     )
     checked = subprocess.run(
         [sys.executable, "-m", "streamwatch", "check-config", str(config)],
@@ -112,23 +251,45 @@ def test_the_checkpoint_directory_must_exist_when_the_daemon_starts(
         timeout=120,
     )
     assert run.returncode == ConfigError.exit_code
-    assert f"state.checkpoint_path: no directory '{missing.parent}'" in run.stderr
+    assert f"state.checkpoint_dir: cannot create '{blocker / 'state'}'" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_old_and_impossible_checkpoint_settings_are_refused_naming_the_key(
+    model_dir: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"state\.checkpoint_path: unknown key \(now state\."):
+        parse({"model": {"path": str(model_dir)}, "state": {"checkpoint_path": "/x/s.npz"}})
+    with pytest.raises(ConfigError, match=r"state\.checkpoint_dir: needs input\.source kafka"):
+        parse(
+            {
+                "model": {"path": str(model_dir)},
+                "input": {"source": "file", "path": "-"},
+                "state": {"checkpoint_dir": "/x"},
+            }
+        )
 
 
 # -- the daemon ----------------------------------------------------------------------------------
 
 
 def _daemon(
-    model_dir: Path, records: list[Record], path: Path | None, batch: int = 97
+    model_dir: Path,
+    records: list[Record],
+    where: Path | None,
+    batch: int = 97,
+    interval: float = 3600.0,
 ) -> tuple[Daemon, MemorySource, MemorySink, CollectorRegistry]:
+    state: dict[str, object] = {"checkpoint_interval_seconds": interval}
+    if where is not None:
+        state["checkpoint_dir"] = str(where)
     cfg = parse(
         {
             "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
             "model": {"path": str(model_dir)},
             "scoring": {"warmup": 50},
             "outputs": {"scores_topic": "scores"},
-            "state": {"checkpoint_path": None if path is None else str(path)},
+            "state": state,
         }
     )
     model = load_model(model_dir)
@@ -142,7 +303,7 @@ def _run(daemon: Daemon) -> None:
     """Run until the in-memory source is empty (it never says so itself), then stop cleanly."""
     source = daemon.source
     assert isinstance(source, MemorySource)
-    daemon.run(max_polls=len(source.pending) // source.batch_size + 2)
+    daemon.run(max_polls=len(source.pending) // source.batch_size + 3)
 
 
 def _verdicts(sink: MemorySink) -> dict[tuple[str, int, int], dict[str, object]]:
@@ -153,87 +314,112 @@ def _verdicts(sink: MemorySink) -> dict[tuple[str, int, int], dict[str, object]]
     return out
 
 
-def test_a_restart_continues_every_stream_as_if_it_had_never_stopped(
+def _upto(daemon: Daemon, n: int) -> None:
+    """Process batches until ``n`` records have been consumed."""
+    source = daemon.source
+    assert isinstance(source, MemorySource)
+    while len(source.log) - len(source.pending) < n:
+        daemon.run_once()
+
+
+def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anything_twice(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Checkpointed after 100 readings a stream, killed after 130 (offsets committed past the
+    checkpoint), restarted: the checkpoint's state is rebuilt up to the committed offsets
+    without output, and every verdict from there equals the uninterrupted run's, the spike at
+    150 included (a stream back in warm-up could not flag it)."""
     records = _records(length=200, spike_at=150)
-    cut = 5 * 120  # after 120 readings of each stream: 70 past warm-up, 30 before the spike
-    path = tmp_path / "state.npz"
     whole, _, whole_sink, _ = _daemon(model_dir, records, None)
     _run(whole)
-    first, _, _, _ = _daemon(model_dir, records[:cut], path)
-    _run(first)
-    assert path.exists()
-    second, _, sink, _ = _daemon(model_dir, records[cut:], path)
+    expected = _verdicts(whole_sink)
+
+    first, first_source, _, _ = _daemon(model_dir, records, tmp_path)
+    _upto(first, 5 * 100)
+    first.checkpoint()
+    saved = dict(first._processed)
+    _upto(first, 5 * 130)  # ... and then kill -9: no stop, no last checkpoint
+    committed = dict(first_source.committed)
+    assert all(committed[p] > saved[p] for p in saved)
+
+    second, source, sink, registry = _daemon(model_dir, records, tmp_path)
+    source.committed = dict(committed)
     with caplog.at_level(logging.INFO, "streamwatch"):
-        assert second.restore() == 5
         _run(second)
-    assert "partition in[0] resumes at offset 360: its state continues" in caplog.text
-    after, expected = _verdicts(sink), _verdicts(whole_sink)
-    assert len(after) == len(records) - cut
+    assert source.started[0] == saved  # read again from the checkpoint's offsets
+    for (_t, p), offset in saved.items():
+        assert (
+            f"partition in[{p}]: restored {3 - p} stream(s) as of offset {offset} from 1 "
+            f"segment(s); offsets {offset} to {committed[('in', p)]} are read again without "
+            "output"
+        ) in caplog.text
+    after = _verdicts(sink)
+    assert sorted(after) == sorted(k for k in expected if k[2] >= committed[(k[0], k[1])])
     for key, e in after.items():
         assert e["anomaly"] == expected[key]["anomaly"], key
-        assert e["score"] == pytest.approx(expected[key]["score"], abs=1e-4), key
-        assert e["prediction"] == pytest.approx(expected[key]["prediction"], rel=1e-4), key
-    # the spike right after the restart is flagged: no stream went back into warm-up
+        assert e["score"] == pytest.approx(expected[key]["score"], abs=1e-6), key
+        assert e["prediction"] == pytest.approx(expected[key]["prediction"], rel=1e-6), key
     assert sum(e["anomaly"] for e in after.values()) >= 3
-    # and without the snapshot it would not have been
-    cold, _, cold_sink, _ = _daemon(model_dir, records[cut:], None)
+    rebuilt = registry.get_sample_value("streamwatch_state_rebuilt_records_total")
+    assert rebuilt == sum(committed[p] - saved[p] for p in saved)
+    assert registry.get_sample_value("streamwatch_state_restored_streams_total") == 5
+
+    # without the checkpoint the same restart would have flagged nothing
+    cold, cold_source, cold_sink, _cold_registry = _daemon(model_dir, records, None)
+    cold_source.committed = dict(committed)
     _run(cold)
     assert not any(e["anomaly"] for e in _verdicts(cold_sink).values())
 
 
-def test_a_partition_that_resumes_elsewhere_starts_afresh_and_the_others_continue(
+def test_checkpoints_are_written_every_interval_and_at_the_stop(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    records = _records(length=60)
+    daemon, _, _, registry = _daemon(model_dir, records, tmp_path / "a", interval=1e-9)
+    daemon.run(max_polls=3)
+    often = checkpoint.segments(tmp_path / "a" / "in" / "0")
+    assert len(often) >= 3 and often[0][1] and not any(full for _, full, _ in often[1:])
+    daemon, _, _, _ = _daemon(model_dir, records, tmp_path / "b")
+    daemon.run(max_polls=3)
+    once = checkpoint.segments(tmp_path / "b" / "in" / "0")
+    assert len(once) == 1  # at the stop only
+    assert registry.get_sample_value("streamwatch_checkpoint_written_bytes_total") > 0
+
+
+def test_a_revoked_partition_is_saved_and_comes_back_with_its_state(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    records = _records(length=200, spike_at=150)
-    cut = 5 * 120
-    path = tmp_path / "state.npz"
-    first, _, _, _ = _daemon(model_dir, records[:cut], path)
-    _run(first)
-    # partition 1 lost its first 4 records after the snapshot (say, another member took them)
-    rest = [r for r in records[cut:] if r.partition == 0] + [
-        r for r in records[cut:] if r.partition == 1
-    ][4:]
-    second, _, sink, registry = _daemon(model_dir, rest, path)
+    records = _records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
+    daemon, source, _, registry = _daemon(model_dir, records, tmp_path)
+    while daemon.run_once():
+        pass
+    store = daemon.engine.store
+    kept = {s: store.state[store.slot(s)].copy() for s in ("s1", "s3")}
+    source.revoke({("in", 1)})
+    daemon.run_once()
+    assert "s1" not in store and "s0" in store
+    (segment,) = checkpoint.segments(tmp_path / "in" / "1")
+    assert checkpoint.read_segment(segment[2]).offset == 60
+    source.parts.add(("in", 1))  # the group hands it back
+    source._events.append(checkpoint_event("assigned", {("in", 1)}))
     with caplog.at_level(logging.INFO, "streamwatch"):
-        second.restore()
-        _run(second)
-    assert "partition in[1] resumes at offset 244, the snapshot at 240: its 2 restored" in (
+        daemon.run_once()
+    assert "partition in[1]: restored 2 stream(s) as of offset 60 from 1 segment(s)" in (
         caplog.text
     )
-    evicted = registry.get_sample_value(
-        "streamwatch_stream_evictions_total", {"reason": "stale_snapshot"}
-    )
-    assert evicted == 2
-    flagged = {e["stream"] for e in _verdicts(sink).values() if e["anomaly"]}
-    assert {"s0", "s2", "s4"} <= flagged  # partition 0's streams (even ones) kept their state
-    assert not flagged & {"s1", "s3"}  # partition 1's are back in warm-up (and not spiked)
+    for stream, state in kept.items():
+        np.testing.assert_array_equal(store.state[store.slot(stream)], state)
+    assert registry.get_sample_value("streamwatch_state_cold_starts_total", {"reason": "none"}) == 2
 
 
-def test_a_snapshot_of_another_model_or_a_damaged_one_is_passed_over(
-    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    records = _records(length=120)
-    path = tmp_path / "state.npz"
-    first, _, _, _ = _daemon(model_dir, records, path)
-    _run(first)
-    second, _, _, _ = _daemon(model_dir, [], path)
-    second.spec = dataclasses.replace(second.spec, version="other")
-    with caplog.at_level(logging.INFO, "streamwatch"):
-        assert second.restore() == 0
-    assert f"state not restored: {path} was written for model" in caplog.text
-    assert len(second.engine.store) == 0
-    path.write_bytes(b"garbage")
-    third, _, _, _ = _daemon(model_dir, [], path)
-    with caplog.at_level(logging.INFO, "streamwatch"):
-        assert third.restore() == 0
-    assert "not a readable state snapshot" in caplog.text
+def checkpoint_event(kind: str, parts: set[tuple[str, int]]) -> object:
+    from streamwatch.sources import PartitionEvent
+
+    return PartitionEvent(kind, frozenset(parts))  # type: ignore[arg-type]
 
 
-def test_no_snapshot_after_a_failed_batch(model_dir: Path, tmp_path: Path) -> None:
-    path = tmp_path / "state.npz"
-    daemon, _, sink, _ = _daemon(model_dir, _records(length=60), path)
+def test_no_checkpoint_after_a_failed_batch(model_dir: Path, tmp_path: Path) -> None:
+    daemon, _, sink, _ = _daemon(model_dir, _records(length=60), tmp_path)
 
     def refuse(msg: object) -> None:
         raise SourceError("sending to 'scores' failed: refused")
@@ -241,44 +427,21 @@ def test_no_snapshot_after_a_failed_batch(model_dir: Path, tmp_path: Path) -> No
     sink.send = refuse  # type: ignore[method-assign]
     with pytest.raises(SourceError):
         daemon.run()
-    # its readings are in the state, not in the offsets: a snapshot would refuse their replay
-    assert not path.exists()
+    # its readings are in the state, not in the offsets: a checkpoint would step them twice
+    assert not list(tmp_path.rglob("*.npz"))
 
 
-def test_a_snapshot_that_cannot_be_written_is_logged_and_leaves_no_partial_file(
+def test_a_checkpoint_that_cannot_be_written_is_logged_counted_and_the_run_goes_on(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "state.npz"
-    path.mkdir()  # the rename onto it fails, after the temporary file was written
-    daemon, _, _, _ = _daemon(model_dir, _records(length=60), path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0").write_text("")  # a file where partition 0's directory goes
+    records = _records(length=60)
+    daemon, _, sink, registry = _daemon(model_dir, records, tmp_path, interval=1e-9)
     with caplog.at_level(logging.INFO, "streamwatch"):
         _run(daemon)
-    assert f"state snapshot not written to {path}" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]
-
-
-def test_a_store_refuses_keys_that_are_reserved_or_repeated() -> None:
-    rows = _filled(["a", "b", "c"]).export()
-    for bad in ([5, 5, 7], [1, 5, 7]):
-        wrong = {**rows, "key": np.array(bad, np.uint64)}
-        with pytest.raises(ValueError, match="reserved values or repeated"):
-            StateStore(state_size=6, n_targets=2).restore(wrong, now=0.0)
-
-
-def test_window_rows_go_into_the_snapshot_and_must_fit_the_scorer() -> None:
-    store = StateStore(state_size=6, n_targets=2)
-    store.set_window(100)
-    slots = store.assign(["a", "b"], now=0.0)
-    store.window[slots, :3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
-    store.window_stats[slots, 0] = 3.0
-    rows = store.export()
-    back = StateStore(state_size=6, n_targets=2)
-    back.set_window(100)
-    back.restore(rows, now=1.0)
-    np.testing.assert_array_equal(back.window[back.slot("b"), :3], [4.0, 5.0, 6.0])
-    with pytest.raises(ValueError, match="do not fit this scorer"):
-        back.set_window(200)  # it holds streams now
-    other = StateStore(state_size=6, n_targets=2)  # a scorer without the window test
-    with pytest.raises(ValueError, match="window rows of shape"):
-        other.restore(rows, now=1.0)
-    assert other.window.nbytes == other.window_stats.nbytes == 0  # off: no bytes at all
+    assert "checkpoints not written (the last good ones stay): in[0]:" in caplog.text
+    assert registry.get_sample_value("streamwatch_checkpoint_failures_total") >= 2
+    assert len(_verdicts(sink)) == len(records)  # every reading scored all the same
+    # partition 1 was written, in full each time only at first
+    assert checkpoint.segments(tmp_path / "in" / "1")[0][1]

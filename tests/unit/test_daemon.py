@@ -277,6 +277,8 @@ def test_revoked_partitions_drop_their_streams_state(model_dir: Path) -> None:
     store = daemon.engine.store
     assert all(s in store for s in ("s0", "s1", "s2", "s3"))
     source.revoke({("in", 1)})
+    assert all(s in store for s in ("s0", "s1", "s2", "s3"))  # acted on by the loop ...
+    daemon.run_once()  # ... after its next poll
     assert [s in store for s in ("s0", "s1", "s2", "s3")] == [True, False, True, False]
     assert len(store) == 2
     assert (

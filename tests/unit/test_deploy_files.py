@@ -300,15 +300,21 @@ def test_model_comes_from_the_read_only_claim() -> None:
     assert claim["claimName"] == "streamwatch-models"
 
 
-def test_each_replica_writes_its_state_snapshot_to_its_own_volume() -> None:
-    snapshot = Path(_k8s_config().state.checkpoint_path or "")
-    (mount,) = [m for m in _container()["volumeMounts"] if snapshot.parent == Path(m["mountPath"])]
+def test_each_replica_checkpoints_to_its_own_volume_as_a_static_member() -> None:
+    cfg = _k8s_config()
+    where = Path(cfg.state.checkpoint_dir or "")
+    (mount,) = [m for m in _container()["volumeMounts"] if where == Path(m["mountPath"])]
     assert not mount.get("readOnly")
     claims = {
         t["metadata"]["name"]: t for t in _k8s()["StatefulSet"]["spec"]["volumeClaimTemplates"]
     }
     assert claims[mount["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert mount["name"] not in {v["name"] for v in _pod()["volumes"]}  # not a shared volume
+    # the group instance id is the pod's name, stable across restarts
+    assert cfg.kafka is not None and cfg.kafka.group_instance_id_env == "POD_NAME"
+    (env,) = [e for e in _container()["env"] if e["name"] == "POD_NAME"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert cfg.kafka.partition_assignment == "cooperative-sticky"
 
 
 def test_pods_run_locked_down_and_drain_in_time() -> None:

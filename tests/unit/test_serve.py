@@ -43,6 +43,6 @@ def test_a_snapshot_from_before_the_serve_rows_restores_with_fresh_ones() -> Non
     rows = store.export()
     del rows["serve"]  # what a snapshot written before this release holds
     again = StateStore(state_size=4, n_targets=1)
-    assert again.restore(rows, now=1.0) == 2
+    assert again.add(rows, owner=0, now=1.0) == 2
     back = again.serve[[again.slot("a"), again.slot("b")]]
     assert (back[:, serve.MODEL_ERR] == 0.0).all() and np.isnan(back[:, serve.MODEL]).all()
