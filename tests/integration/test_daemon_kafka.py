@@ -779,17 +779,17 @@ def test_missing_output_topic_fails_at_start_on_a_broker_without_auto_creation(
 def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
     kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
 ) -> None:
-    """SIGTERM writes the streams' state; the restarted daemon resumes at the committed
-    offsets, finds them where the snapshot was taken, and flags a spike that comes sooner
-    after the restart than the warm-up: without the snapshot it could not."""
-    port, state = _free_port(), tmp_path / "state.npz"
+    """SIGTERM checkpoints the streams' state; the restarted daemon restores each partition
+    as it is assigned, at the committed offsets, and flags a spike that comes sooner after the
+    restart than the warm-up: without the checkpoint it could not."""
+    port, state = _free_port(), tmp_path / "state"
     config = _basic_config(
         tmp_path,
         kafka_bootstrap,
         model_dir,
         topics,
         port,
-        f'state:\n  checkpoint_path: "{state}"\n',
+        f'state:\n  checkpoint_dir: "{state}"\n',
     )
     before = _readings(0, SPIKE_AT - 60)
     _produce(kafka_bootstrap, topics["input"], before)
@@ -799,7 +799,7 @@ def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.output()
-    assert f"wrote the state of {N_STREAMS} stream(s) to {state}" in daemon.output()
+    assert len(list(state.rglob("*.full.npz"))) == 3, daemon.output()  # one per partition
     assert _consume_all(kafka_bootstrap, topics["anomalies"], want=1, timeout=3) == []
 
     after = _readings(SPIKE_AT - 60, SPIKE_AT + 20)  # the spike: 60 readings in, warm-up 100
@@ -808,14 +808,14 @@ def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
     try:
         _wait_metric(port, "streamwatch_records_consumed_total", len(after), timeout=90)
         anomalies = _spike_events(kafka_bootstrap, topics["anomalies"])
-        evicted = _metric(port, "streamwatch_stream_evictions_total", 'reason="stale_snapshot"')
+        restored = _metric(port, "streamwatch_state_restored_streams_total")
+        cold = _metric(port, "streamwatch_state_cold_starts_total", 'reason="none"')
     finally:
         code = daemon.terminate()
     out = daemon.output()
     assert code == 0, out
-    assert f"restored the state of {N_STREAMS} stream(s) of 3 partition(s)" in out
-    assert out.count("its state continues") == 3, out
-    assert evicted == 0
+    assert out.count("stream(s) as of offset") == 3, out
+    assert restored == N_STREAMS and cold == 0, out
     flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
     for name in SPIKED:
         assert (name, T0 + 300.0 * SPIKE_AT) in flagged, (name, sorted(flagged))

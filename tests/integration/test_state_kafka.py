@@ -1,0 +1,261 @@
+"""Stream state on the real broker: a kill -9 between checkpoints, a member joining a
+cooperative group, and a static member's restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from support import Daemon, consume_all, free_port, metric, produce, wait_committed, wait_metric
+
+from streamwatch import checkpoint
+from streamwatch.codec import MessageFormat
+
+pytestmark = pytest.mark.kafka
+
+N_STREAMS = 12
+T0 = 1_700_006_400.0
+
+
+def _readings(start: int, stop: int, spike_at: int | None = None) -> list[tuple[bytes, bytes]]:
+    fmt = MessageFormat()
+    out = []
+    for i in range(start, stop):
+        for s in range(N_STREAMS):
+            x = 10.0 + np.sin(2 * np.pi * i / 288 + s) + 0.01 * np.cos(i * 1.3 + s)
+            if i == spike_at and s % 3 == 0:
+                x += 5.0
+            name = f"s{s:02d}"
+            out.append((name.encode(), fmt.encode(name, T0 + 300.0 * i, float(x))))
+    return out
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"{k}-{tag}" for k in ("readings", "anomalies", "dead", "scores", "reference")}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics(
+        [NewTopic(names["readings"], 3, 1)]
+        + [NewTopic(names[k], 1, 1) for k in ("anomalies", "dead", "scores", "reference")]
+    )
+    admin.close()
+    names["group"] = f"streamwatch-{tag}"
+    return names
+
+
+def _config(
+    path: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    model_dir: Path,
+    port: int,
+    state: Path | None,
+    scores: str = "scores",
+    group: str | None = None,
+    kafka_extra: str = "",
+) -> Path:
+    state_yaml = (
+        f'state:\n  checkpoint_dir: "{state}"\n  checkpoint_interval_seconds: 8\n'
+        if state is not None
+        else ""
+    )
+    path.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  input_topics: [{topics["readings"]}]
+  group_id: {group or topics["group"]}
+  poll_timeout_ms: 200
+  consumer:
+    session_timeout_ms: 10000  # a killed member leaves the group this soon
+{kafka_extra}model:
+  path: "{model_dir}"
+scoring:
+  threshold: 0.5
+  warmup: 100
+{state_yaml}outputs:
+  anomalies_topic: {topics["anomalies"]}
+  dead_letter_topic: {topics["dead"]}
+  scores_topic: {topics[scores]}
+metrics:
+  host: 127.0.0.1
+  port: {port}
+"""
+    )
+    return path
+
+
+def _verdicts(bootstrap: str, topic: str, want: int) -> list[dict[str, object]]:
+    got = consume_all(bootstrap, topic, want, timeout=60)
+    return [json.loads(r.value) for r in got]
+
+
+def _wait_for(what: str, check: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout} s for {what}")
+
+
+def test_a_kill_between_checkpoints_loses_nothing_and_resumes_every_streams_state(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Checkpointed after 250 readings a stream, committed after 300, then kill -9.  The
+    restart restores the checkpoint, reads offsets 250 to 300 again without output, and goes
+    on: every input has a verdict, only the uncommitted tail (none here: it was committed) is
+    sent twice, every verdict equals an uninterrupted run's, and a spike 40 readings after
+    the restart, inside a fresh stream's warm-up of 100, is flagged."""
+    bootstrap, state = kafka_bootstrap, tmp_path / "state"
+    first_part, second_part = _readings(0, 250), _readings(250, 300)
+    third_part = _readings(300, 360, spike_at=340)
+    everything = first_part + second_part + third_part
+    port = free_port()
+    config = _config(tmp_path / "a.yaml", bootstrap, topics, model_dir, port, state)
+
+    produce(bootstrap, topics["readings"], first_part)
+    daemon = Daemon(config, tmp_path / "first.log")
+    try:
+        wait_metric(port, "streamwatch_records_consumed_total", len(first_part), timeout=90)
+        # the first periodic checkpoint (8 s after the start) covers the first part
+        _wait_for(
+            "a checkpoint of every partition",
+            lambda: all(checkpoint.segments(state / topics["readings"] / str(p)) for p in range(3)),
+        )
+        saved = {
+            p: checkpoint.read_segment(
+                checkpoint.segments(state / topics["readings"] / str(p))[-1][2]
+            ).offset
+            for p in range(3)
+        }
+        assert sum(saved.values()) == len(first_part)
+        produce(bootstrap, topics["readings"], second_part)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        daemon.proc.send_signal(signal.SIGKILL)
+        assert daemon.proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+    # no checkpoint after the first: the kill came before the next one was due
+    assert sum(
+        checkpoint.read_segment(
+            checkpoint.segments(state / topics["readings"] / str(p))[-1][2]
+        ).offset
+        for p in range(3)
+    ) == len(first_part)
+
+    produce(bootstrap, topics["readings"], third_part)
+    daemon = Daemon(config, tmp_path / "second.log")
+    try:
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        rebuilt = metric(port, "streamwatch_state_rebuilt_records_total")
+        restored = metric(port, "streamwatch_state_restored_streams_total")
+    finally:
+        code = daemon.terminate()
+    out = daemon.output()
+    assert code == 0, out
+    assert rebuilt == len(second_part), out
+    assert restored == N_STREAMS, out
+    assert out.count("are read again without output") == 3, out
+
+    # the uninterrupted reference: another group, no checkpoints, the same input
+    ref_port = free_port()
+    ref_config = _config(
+        tmp_path / "ref.yaml",
+        bootstrap,
+        topics,
+        model_dir,
+        ref_port,
+        None,
+        scores="reference",
+        group=topics["group"] + "-ref",
+    )
+    reference = Daemon(ref_config, tmp_path / "reference.log")
+    try:
+        wait_metric(ref_port, "streamwatch_records_consumed_total", len(everything), timeout=90)
+    finally:
+        assert reference.terminate() == 0, reference.output()
+
+    expected = {
+        (e["partition"], e["offset"]): e
+        for e in _verdicts(bootstrap, topics["reference"], len(everything))
+    }
+    got = _verdicts(bootstrap, topics["scores"], len(everything))
+    keys = [(e["partition"], e["offset"]) for e in got]
+    assert set(keys) == set(expected)  # lost: none
+    assert len(keys) == len(set(keys))  # sent twice: none (the tail was committed)
+    for e in got:
+        ref = expected[(e["partition"], e["offset"])]
+        assert e["stream"] == ref["stream"]
+        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), e
+        if ref["prediction"] is None:  # a stream's first reading has no forecast
+            assert e["prediction"] is None, e
+        else:
+            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
+        assert e["anomaly"] == ref["anomaly"], e
+    spiked = {f"s{s:02d}" for s in range(0, N_STREAMS, 3)}
+    flagged = {e["stream"] for e in got if e["anomaly"] and e["ts"] == T0 + 300.0 * 340}
+    assert flagged == spiked
+
+
+def test_a_joining_member_takes_only_its_share_and_a_static_member_restarts_unnoticed(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Cooperative sticky assignment: when B joins, A gives up one partition of three and
+    keeps the state of the other two (evictions: only the moved partition's streams).  B is
+    a static member: restarted within the session timeout it gets its partition back with no
+    rebalance (A logs no revocation or assignment), restored from its own checkpoint."""
+    bootstrap = kafka_bootstrap
+    produce(bootstrap, topics["readings"], _readings(0, 150))
+    ports = {"a": free_port(), "b": free_port()}
+    configs = {
+        name: _config(
+            tmp_path / f"{name}.yaml",
+            bootstrap,
+            topics,
+            model_dir,
+            ports[name],
+            tmp_path / f"state-{name}",
+            kafka_extra=f"  group_instance_id: member-{name}\n",
+        )
+        for name in ("a", "b")
+    }
+    a = Daemon(configs["a"], tmp_path / "a.log")
+    b: Daemon | None = None
+    try:
+        wait_metric(ports["a"], "streamwatch_active_streams", N_STREAMS, 90)
+        b = Daemon(configs["b"], tmp_path / "b.log")
+        _wait_for("B's partition", lambda: "partitions assigned: " in b.output(), 90)
+        _wait_for("A's revocation", lambda: "partitions revoked: " in a.output(), 30)
+        revoked_line = next(x for x in a.output().splitlines() if "partitions revoked: " in x)
+        assert revoked_line.count("[") == 1, revoked_line  # one partition moved, not three
+        produce(bootstrap, topics["readings"], _readings(150, 160))
+        wait_metric(ports["b"], "streamwatch_records_consumed_total", 1, 60)
+        evicted = metric(ports["a"], "streamwatch_stream_evictions_total", '{reason="revoked"}')
+        kept = metric(ports["a"], "streamwatch_active_streams")
+        assert 0 < evicted < N_STREAMS and kept == N_STREAMS - evicted
+
+        # B restarts (a rollout): SIGTERM checkpoints its partition, the new process rejoins
+        # under the same instance id within the session timeout (10 s here)
+        a_lines = len(a.output().splitlines())
+        assert b.terminate() == 0, b.output()
+        b = Daemon(configs["b"], tmp_path / "b2.log")
+        _wait_for("B's restore", lambda: "restored " in b.output(), 60)  # type: ignore[union-attr]
+        produce(bootstrap, topics["readings"], _readings(160, 170))
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        after = a.output().splitlines()[a_lines:]
+        assert not [x for x in after if "partitions revoked" in x or "assigned" in x], after
+        assert f"restored {int(evicted)} stream(s)" in b.output(), b.output()
+    finally:
+        for d in (a, b):
+            if d is not None and d.proc.poll() is None:
+                d.terminate()
