@@ -2,6 +2,7 @@
 """Daemon throughput against a real local Kafka, beside a bare consumer and a naive detector.
 
     .venv/bin/python bench/daemon_kafka.py [--messages 1000000] [--streams 100000]
+    .venv/bin/python bench/daemon_kafka.py --checkpoints 5   # state checkpoints' cost
 
 Pre-produces readings over many streams to a topic with 8 partitions, then measures, one
 process each, in messages per second:
@@ -155,16 +156,28 @@ def naive(bootstrap: str, topic: str, n: int, model_dir: Path) -> float:
     return n / elapsed
 
 
-def daemon(bootstrap: str, topic: str, n: int, model_dir: Path, tmp: Path) -> tuple[float, str]:
+def daemon(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    model_dir: Path,
+    tmp: Path,
+    checkpoints: float | None = None,
+) -> tuple[float, str]:
+    """The daemon's rate; with ``checkpoints`` (seconds), checkpointing that often."""
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    group = f"bench-{int(time.time())}"
+    group = f"bench-{time.time_ns()}"
     cfg = tmp / "bench.yaml"
+    state = ""
+    if checkpoints is not None:
+        where = tmp / f"state-{group}"
+        state = f'  checkpoint_dir: "{where}"\n  checkpoint_interval_seconds: {checkpoints}\n'
     cfg.write_text(
         f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topic}]\n'
         f"  group_id: {group}\n  poll_timeout_ms: 100\n  max_poll_records: 5000\n"
-        f'model:\n  path: "{model_dir}"\nstate:\n  max_streams: 1000000\n'
+        f'model:\n  path: "{model_dir}"\nstate:\n  max_streams: 1000000\n{state}'
         f"metrics:\n  host: 127.0.0.1\n  port: 0\nlogging:\n  level: WARNING\n"
     )
     parts = [TopicPartition(topic, p) for p in range(8)]
@@ -195,6 +208,12 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=1_000_000)
     p.add_argument("--streams", type=int, default=100_000)
     p.add_argument("--naive-messages", type=int, default=100_000)
+    p.add_argument(
+        "--checkpoints",
+        type=float,
+        metavar="SECONDS",
+        help="only the daemon, without and with checkpoints this often, alternately (twice)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -207,6 +226,19 @@ def main() -> None:
                 f"produced {args.messages:,} readings over {args.streams:,} streams to 8 "
                 f"partitions in {secs:.1f}s"
             )
+            if args.checkpoints is not None:
+                rates: dict[str, list[float]] = {"off": [], "on": []}
+                for _ in range(2):
+                    for mode, every in (("off", None), ("on", args.checkpoints)):
+                        rate, _ = daemon(bootstrap, topic, args.messages, tmp / "model", tmp, every)
+                        rates[mode].append(rate)
+                        print(f"daemon, checkpoints {mode}: {rate:>10,.0f} msg/s")
+                off, on = (sum(rates[m]) / 2 for m in ("off", "on"))
+                print(
+                    f"checkpoints every {args.checkpoints:g} s / none: {on / off:.2f} "
+                    "(target >= 0.85)"
+                )
+                return
             a = bare(bootstrap, topic, args.messages)
             print(f"(a) bare kafka-python consumer: {a:>10,.0f} msg/s")
             a2 = bare(bootstrap, topic, args.messages, fast=True)

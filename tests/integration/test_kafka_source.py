@@ -23,7 +23,19 @@ def _produce(bootstrap: str, topic: str, per_partition: int) -> None:
     producer.close()
 
 
-def _two_partitions(bootstrap: str, prefix: str, heartbeat_ms: int) -> tuple[str, KafkaConfig]:
+def _poll(source: KafkaSource, timeout_ms: int) -> list[Record]:
+    """Poll as the daemon does: partitions newly assigned are started (from their committed
+    offsets) once the poll that assigned them returns."""
+    records = source.poll(timeout_ms)
+    for event in source.events():
+        if event.kind == "assigned":
+            source.start(dict.fromkeys(event.partitions))
+    return records
+
+
+def _two_partitions(
+    bootstrap: str, prefix: str, heartbeat_ms: int, assignment: str = "cooperative-sticky"
+) -> tuple[str, KafkaConfig]:
     """A new topic of two partitions, and a config for a new group reading it."""
     tag = uuid.uuid4().hex[:8]
     topic = f"{prefix}-{tag}"
@@ -34,6 +46,7 @@ def _two_partitions(bootstrap: str, prefix: str, heartbeat_ms: int) -> tuple[str
         bootstrap,
         (topic,),
         group_id=topic,
+        partition_assignment=assignment,
         consumer={"session_timeout_ms": 10000, "heartbeat_interval_ms": heartbeat_ms},
     )
     return topic, cfg
@@ -55,7 +68,7 @@ def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) 
         seen: list[Record] = []
         deadline = time.monotonic() + 60
         while len(seen) < 20 and time.monotonic() < deadline:
-            seen += a.poll(200)
+            seen += _poll(a, 200)
         assert len(seen) == 20
         a.commit(_next_offsets(seen))
         a.commit_sync()  # both partitions committed at 10 by a
@@ -65,7 +78,7 @@ def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) 
         # Both poll until the group has split the topic.  Both non-empty is not enough: b can
         # hold its new partition while a, not yet through the rebalance, still holds both.
         while time.monotonic() < deadline:
-            assert not a.poll(100) and not b.poll(100)
+            assert not _poll(a, 100) and not _poll(b, 100)
             if len(a.assignment()) == len(b.assignment()) == 1:
                 break
         assert len(a.assignment()) == len(b.assignment()) == 1
@@ -76,8 +89,8 @@ def test_a_revoked_partition_keeps_its_new_owners_offsets(kafka_bootstrap: str) 
         got = {"a": [], "b": []}
         deadline = time.monotonic() + 60
         while (len(got["a"]) < 10 or len(got["b"]) < 10) and time.monotonic() < deadline:
-            got["a"] += a.poll(100)
-            got["b"] += b.poll(100)
+            got["a"] += _poll(a, 100)
+            got["b"] += _poll(b, 100)
         b.commit(_next_offsets(got["b"]))
         b.commit_sync()  # b's partition at 20
         a.commit(_next_offsets(got["a"]))
@@ -98,24 +111,26 @@ def test_a_join_that_finishes_between_polls_is_taken_not_thrown_away(
 ) -> None:
     """kafka-python 3.0.x sends a new JoinGroup when its last one finished while nobody was
     polling, dropping the assignment (kafka_join).  Here both members' joins finish while
-    neither polls; one short poll each must then take their assignments."""
-    _, cfg = _two_partitions(kafka_bootstrap, "join", heartbeat_ms=300)
+    neither polls; one short poll each must then take their assignments.  An eager group:
+    one rebalance hands out everything (a cooperative one takes a second round, which its
+    members' next polls join)."""
+    _, cfg = _two_partitions(kafka_bootstrap, "join", heartbeat_ms=300, assignment="range")
     a = KafkaSource(cfg)
     b = None
     try:
         deadline = time.monotonic() + 60
         while len(a.assignment()) < 2 and time.monotonic() < deadline:
-            a.poll(100)
+            _poll(a, 100)
         assert len(a.assignment()) == 2
 
         b = KafkaSource(cfg)
         for _ in range(15):  # b's JoinGroup goes out (two, the first asks for a member
-            b.poll(100)  # id); the broker holds it until a rejoins.  Meanwhile a's
+            _poll(b, 100)  # id); the broker holds it until a rejoins.  Meanwhile a's
         # heartbeat (every 0.3 s, on its IO thread) hears of the rebalance.
-        a.poll(0)  # a's JoinGroup goes out: the rebalance completes on the IO threads
+        _poll(a, 0)  # a's JoinGroup goes out: the rebalance completes on the IO threads
         time.sleep(1.5)  # while neither member polls
-        a.poll(0)
-        b.poll(0)
+        _poll(a, 0)
+        _poll(b, 0)
         mine, theirs = a.assignment(), b.assignment()
         assert len(mine) == len(theirs) == 1 and mine != theirs
     finally:
