@@ -241,8 +241,12 @@ class Daemon:
         if self.checkpoints is None:
             self.source.start(dict.fromkeys(parts))
             return set()
-        committed = self.source.committed_offsets(parts)
-        starts = {part: self._restore(part, committed.get(part)) for part in sorted(parts)}
+        self.health.state_ready = False  # /readyz: "waiting for state" while restoring
+        try:
+            committed = self.source.committed_offsets(parts)
+            starts = {part: self._restore(part, committed.get(part)) for part in sorted(parts)}
+        finally:
+            self.health.state_ready = True
         self.source.start(starts)
         return {part for part, offset in starts.items() if offset is not None}
 

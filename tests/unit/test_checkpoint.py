@@ -402,8 +402,18 @@ def test_a_revoked_partition_is_saved_and_comes_back_with_its_state(
     assert checkpoint.read_segment(segment[2]).offset == 60
     source.parts.add(("in", 1))  # the group hands it back
     source._events.append(checkpoint_event("assigned", {("in", 1)}))
+    readiness = []
+    add = store.add
+
+    def watched_add(*args: object, **kwargs: object) -> int:
+        readiness.append(daemon.health.ready()[1])
+        return add(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.add = watched_add  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, "streamwatch"):
         daemon.run_once()
+    assert readiness == ["waiting for state"]  # not ready while restoring ...
+    assert daemon.health.ready() == (True, "ready")  # ... and ready after
     assert "partition in[1]: restored 2 stream(s) as of offset 60 from 1 segment(s)" in (
         caplog.text
     )
