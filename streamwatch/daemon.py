@@ -92,6 +92,9 @@ class Daemon:
         # offset rebuild state without output (their verdicts were sent before the crash)
         self._quiet: Offsets = {}
         self._saved: Offsets = {}  # partition -> the offset its newest segment reflects
+        # restored partitions whose first record is still to come: it must be the one at the
+        # checkpoint's offset, or readings the state never saw are gone (retention)
+        self._expect: Offsets = {}
         self._full: set[Partition] = set()  # partitions whose next segment must be full
         self._last_checkpoint = time.monotonic()
         self._unsettled: _Unsettled | None = None
@@ -274,7 +277,7 @@ class Daemon:
             log.warning("partition %s[%d]: passed over a damaged segment: %s", *part, why)
         self._full.discard(part)
         self.metrics.restored.inc(n)
-        self._processed[part] = self._saved[part] = got.offset
+        self._processed[part] = self._saved[part] = self._expect[part] = got.offset
         if committed is not None and committed > got.offset:
             self._quiet[part] = committed
             rebuild = f"; offsets {got.offset} to {committed} are read again without output"
@@ -296,6 +299,7 @@ class Daemon:
         them continue where they come back to."""
         for part in parts:
             self._quiet.pop(part, None)
+            self._expect.pop(part, None)
         self.checkpoint(parts)
         owners = {self._owner_ids[p] for p in parts if p in self._owner_ids}
         dropped = self.engine.store.drop_owners(owners)
@@ -444,6 +448,8 @@ class Daemon:
             self._recovered()
         self.health.broker_reachable = reachable and self._outage_since is None
         records = self._lifecycle(records)
+        if self._expect and records:
+            self._check_continuity(records)
         if not records:
             self.source.commit({})  # offsets held back while a commit was in flight go now
             return 0
@@ -548,6 +554,33 @@ class Daemon:
         assert self._outage_since is not None
         log.info("broker back after %.1f s: carrying on", time.monotonic() - self._outage_since)
         self._outage_since = None
+
+    def _check_continuity(self, records: list[Record]) -> None:
+        """A restored partition's first record must be the one at its checkpoint's offset.
+        Any later one means the records between are gone (the topic's retention deleted them
+        while the partition was away): its streams' state would skip readings, so they start
+        afresh, counted as a cold start ("gap")."""
+        for rec in records:
+            part = (rec.topic, rec.partition)
+            expected = self._expect.pop(part, None)
+            if expected is None or rec.offset == expected:
+                if not self._expect:
+                    return
+                continue
+            dropped = self.engine.store.drop_owners({self._owner_ids[part]})
+            self._full.add(part)
+            self._processed[part] = rec.offset
+            self.metrics.cold_starts.labels(reason="gap").inc()
+            log.warning(
+                "partition %s[%d] resumes at offset %d, its checkpoint at %d: the records "
+                "between are gone, so its %d restored stream(s) start afresh",
+                *part,
+                rec.offset,
+                expected,
+                dropped,
+            )
+            if not self._expect:
+                return
 
     def _quiet_records(self, records: list[Record]) -> np.ndarray:
         """Which records rebuild a restored partition's state without output."""

@@ -203,12 +203,12 @@ class Metrics:
         self.cold_starts = Counter(
             "state_cold_starts",
             "Partitions assigned without state to restore, by reason (none: no checkpoint; "
-            "damaged; other_model).",
+            "damaged; other_model; gap: the records after the checkpoint are gone).",
             ["reason"],
             namespace=ns,
             registry=registry,
         )
-        for reason in ("none", "damaged", "other_model"):
+        for reason in ("none", "damaged", "other_model", "gap"):
             self.cold_starts.labels(reason=reason)
         self.rebuilt = Counter(
             "state_rebuilt_records",

@@ -455,3 +455,27 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_counted_and_the_run_goes_
     assert len(_verdicts(sink)) == len(records)  # every reading scored all the same
     # partition 1 was written, in full each time only at first
     assert checkpoint.segments(tmp_path / "in" / "1")[0][1]
+
+
+def test_a_partition_whose_records_after_the_checkpoint_are_gone_starts_afresh(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention deleted the records after partition 1's checkpoint while it was away: the
+    state would skip readings, so its streams start afresh (counted); partition 0's continue."""
+    records = _records(length=200, spike_at=150)
+    first, _, _, _ = _daemon(model_dir, records[: 5 * 120], tmp_path)
+    _run(first)  # the stop checkpoints both partitions: 0 at 360, 1 at 240
+    rest = [r for r in records if r.partition == 0] + [
+        r for r in records if r.partition == 1 and r.offset >= 244
+    ]
+    second, _, sink, registry = _daemon(model_dir, rest, tmp_path)
+    with caplog.at_level(logging.INFO, "streamwatch"):
+        _run(second)
+    assert (
+        "partition in[1] resumes at offset 244, its checkpoint at 240: the records between are "
+        "gone, so its 2 restored stream(s) start afresh"
+    ) in caplog.text
+    assert registry.get_sample_value("streamwatch_state_cold_starts_total", {"reason": "gap"}) == 1
+    flagged = {e["stream"] for e in _verdicts(sink).values() if e["anomaly"]}
+    assert {"s0", "s2", "s4"} <= flagged  # partition 0's streams (even ones) kept their state
+    assert not flagged & {"s1", "s3"}  # partition 1's are back in warm-up (and not spiked)

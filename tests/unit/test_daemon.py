@@ -442,3 +442,19 @@ def _run_all(daemon: Daemon, sink: MemorySink) -> list:
     while daemon.run_once():
         pass
     return sink.topic("scores")
+
+
+def test_a_stream_read_on_a_second_partition_is_counted_and_its_state_moves(
+    model_dir: Path,
+) -> None:
+    """The invariant: a stream's readings arrive on one partition.  A producer that breaks it
+    is visible in a metric, and the stream's state follows its latest partition."""
+    records = _records(n_streams=2, length=60)  # s0 on partition 0, s1 on 1; batches of 97
+    fmt = MessageFormat()
+    stray = Record("in", 1, 60, 0, b"s0", fmt.encode("s0", 1.7e9 + 60 * 300.0, 100.0))
+    daemon, _, _, registry = _daemon(model_dir, [*records, stray])
+    while daemon.run_once():
+        pass
+    assert registry.get_sample_value("streamwatch_stream_partition_conflicts_total") == 1
+    store = daemon.engine.store
+    assert store.owner[store.slot("s0")] == store.owner[store.slot("s1")]
