@@ -170,6 +170,13 @@ def main() -> None:
         help="the broker stamps records when it appends them (message.timestamp.type="
         "LogAppendTime), so the load generator's own queueing is not counted",
     )
+    p.add_argument(
+        "--checkpoints",
+        type=float,
+        metavar="SECONDS",
+        help="the daemon checkpoints its state this often (state.checkpoint_dir in the run's "
+        "temporary directory)",
+    )
     args = p.parse_args()
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -193,7 +200,13 @@ def main() -> None:
                 f"  group_id: {topic}\n  auto_offset_reset: latest\n"
                 f"  poll_timeout_ms: {args.poll_timeout_ms}\n"
                 f'model:\n  path: "{tmp / "model"}"\nscoring:\n  warmup: 10\n'
-                f"metrics:\n  host: 127.0.0.1\n  port: {port}\nlogging:\n  level: WARNING\n"
+                + (
+                    f'state:\n  checkpoint_dir: "{tmp / "state"}"\n'
+                    f"  checkpoint_interval_seconds: {args.checkpoints}\n"
+                    if args.checkpoints is not None
+                    else ""
+                )
+                + f"metrics:\n  host: 127.0.0.1\n  port: {port}\nlogging:\n  level: WARNING\n"
             )
             # compiled before the consumers start, so that their clocks and the load line up
             loadgen = _java_loadgen(tmp) if args.loadgen == "java" else []
