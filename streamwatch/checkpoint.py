@@ -24,8 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
+import threading
+import time
 import zipfile
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,3 +315,70 @@ class Checkpoints:
         for s, _, path in segments(where):
             if s < keep_from:
                 path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One segment to write: the rows are the caller's own copy."""
+
+    part: Partition
+    full: bool
+    offset: int
+    model: dict[str, object]
+    rows: dict[str, np.ndarray]
+    gone: np.ndarray
+
+
+class Writer:
+    """Writes rounds of segments on a thread of its own, in order, so that the run loop only
+    copies the changed rows (writing a round of 100,000 changed streams, 66 MB, on the loop's
+    thread held records back long enough to show in the latency tail).  ``on_round`` gets
+    (bytes written, seconds, failures as ``(partition, error)``) after each round."""
+
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        on_round: Callable[[int, float, list[tuple[Partition, str]]], None],
+    ) -> None:
+        self.checkpoints = checkpoints
+        self._on_round = on_round
+        self._jobs: queue.Queue[list[Job] | None] = queue.Queue()
+        self.failed: deque[Partition] = deque()  # partitions whose next segment must be full
+        self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def submit(self, jobs: list[Job]) -> None:
+        if jobs and self._thread.is_alive():
+            self._jobs.put(jobs)
+
+    def wait(self) -> None:
+        """Return once every round submitted is on disk (or has failed)."""
+        if self._thread.is_alive():
+            self._jobs.join()
+
+    def close(self) -> None:
+        """Write what was submitted, then end the thread."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._jobs.get()
+            try:
+                if jobs is None:
+                    return
+                started, written, failed = time.perf_counter(), 0, []
+                for job in jobs:
+                    try:
+                        written += self.checkpoints.write(
+                            job.part, job.full, job.offset, job.model, job.rows, job.gone
+                        )
+                    except (OSError, CheckpointError) as exc:
+                        self.failed.append(job.part)
+                        failed.append((job.part, str(exc)))
+                self._on_round(written, time.perf_counter() - started, failed)
+            except Exception:  # never let the writer die silently: the next round is full
+                log.exception("checkpoint writer")
+            finally:
+                self._jobs.task_done()

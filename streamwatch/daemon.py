@@ -87,6 +87,9 @@ class Daemon:
         self._processed: Offsets = {}
         d = cfg.state.checkpoint_dir
         self.checkpoints = checkpoint.Checkpoints(d) if d is not None else None
+        self._writer = (
+            checkpoint.Writer(self.checkpoints, self._written) if self.checkpoints else None
+        )
         self._model_id = checkpoint.model_identity(spec)
         # restored partitions read again from their checkpoint: records before the committed
         # offset rebuild state without output (their verdicts were sent before the crash)
@@ -256,7 +259,8 @@ class Daemon:
     def _restore(self, part: Partition, committed: int | None) -> int | None:
         """Take on a partition's checkpointed streams; return the offset to read it from (None:
         nothing restored, read from the committed offset)."""
-        assert self.checkpoints is not None
+        assert self.checkpoints is not None and self._writer is not None
+        self._writer.wait()  # what was saved of it (a revocation just now) is on disk
         self._full.add(part)  # until a segment is restored, the next one written is full
         try:
             got = self.checkpoints.restore(part, self._model_id)
@@ -315,36 +319,44 @@ class Daemon:
         log.info("dropped the state of %d stream(s) of %s partitions", dropped, kind)
 
     def checkpoint(self, parts: set[Partition] | None = None) -> None:
-        """Write each partition's changes since its last segment (all held, by default), if
-        checkpoints are kept and the state agrees with the processed offsets (no batch is in
-        hand unsettled).  A segment that cannot be written is logged and counted, and the
-        partition's next one is full; the run goes on."""
-        if self.checkpoints is None or self._unsettled is not None:
+        """Hand each partition's changes since its last segment (all held, by default) to the
+        writer thread, if checkpoints are kept and the state agrees with the processed offsets
+        (no batch is in hand unsettled).  A segment that cannot be written is logged and
+        counted, and the partition's next one is full; the run goes on."""
+        if self._writer is None or self.checkpoints is None or self._unsettled is not None:
             return
         self._last_checkpoint = time.monotonic()
-        started = time.perf_counter()
-        failed = []
+        while self._writer.failed:
+            self._full.add(self._writer.failed.popleft())
+        jobs = []
         for part in sorted(self._processed if parts is None else parts):
             offset, owner = self._processed.get(part), self._owner_ids.get(part)
             if offset is None or owner is None:
                 continue
             full = part in self._full or self.checkpoints.needs_full(part)
-            rows, gone = self.engine.store.changes(owner, full=full)
+            rows, gone = self.engine.store.changes(owner, full=full)  # copies
             if not (full or len(rows["key"]) or len(gone) or self._saved.get(part) != offset):
                 continue
-            try:
-                size = self.checkpoints.write(part, full, offset, self._model_id, rows, gone)
-            except (OSError, checkpoint.CheckpointError) as exc:
-                self._full.add(part)  # the changes taken are not on disk
-                failed.append(f"{part[0]}[{part[1]}]: {exc}")
-                continue
+            jobs.append(checkpoint.Job(part, full, offset, self._model_id, rows, gone))
             self._full.discard(part)
             self._saved[part] = offset
-            self.metrics.checkpoint_bytes.inc(size)
+        self._writer.submit(jobs)
+
+    def wait_checkpoints(self) -> None:
+        """Return once every checkpoint handed to the writer is on disk (or has failed)."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def _written(self, size: int, seconds: float, failed: list[tuple[Partition, str]]) -> None:
+        """The writer thread's report on one round."""
+        self.metrics.checkpoint_bytes.inc(size)
+        self.metrics.checkpoint_seconds.observe(seconds)
         if failed:
             self.metrics.checkpoint_failures.inc(len(failed))
-            log.error("checkpoints not written (the last good ones stay): %s", "; ".join(failed))
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            log.error(
+                "checkpoints not written (the last good ones stay): %s",
+                "; ".join(f"{t}[{p}]: {why}" for (t, p), why in failed),
+            )
 
     def run(self, max_polls: int | None = None) -> None:
         self.running = True
@@ -385,6 +397,8 @@ class Daemon:
             # stay, and the next start reads the batch again from them).
             if self._drain() and clean:
                 self.checkpoint()
+            if self._writer is not None:
+                self._writer.close()  # every round handed to it written first
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)

@@ -225,7 +225,8 @@ class Metrics:
         )
         self.checkpoint_seconds = Histogram(
             "checkpoint_seconds",
-            "Time to write one round of checkpoints (every partition held).",
+            "Time to write one round of checkpoints (every partition held), on the writer's "
+            "thread.",
             namespace=ns,
             buckets=_SECONDS,
             registry=registry,

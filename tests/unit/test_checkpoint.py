@@ -337,6 +337,7 @@ def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anythin
     first, first_source, _, _ = _daemon(model_dir, records, tmp_path)
     _upto(first, 5 * 100)
     first.checkpoint()
+    first.wait_checkpoints()
     saved = dict(first._processed)
     _upto(first, 5 * 130)  # ... and then kill -9: no stop, no last checkpoint
     committed = dict(first_source.committed)
@@ -397,6 +398,7 @@ def test_a_revoked_partition_is_saved_and_comes_back_with_its_state(
     kept = {s: store.state[store.slot(s)].copy() for s in ("s1", "s3")}
     source.revoke({("in", 1)})
     daemon.run_once()
+    daemon.wait_checkpoints()
     assert "s1" not in store and "s0" in store
     (segment,) = checkpoint.segments(tmp_path / "in" / "1")
     assert checkpoint.read_segment(segment[2]).offset == 60
