@@ -250,6 +250,9 @@ class Checkpoints:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self._chains: dict[Partition, _Chain] = {}
+        # partitions with a full segment handed to the writer and not yet written: the rounds
+        # decided meanwhile are deltas on it
+        self._full_queued: set[Partition] = set()
 
     def restore(self, part: Partition, model: dict[str, object]) -> Restored | None:
         where = partition_dir(self.root, part)
@@ -267,7 +270,14 @@ class Checkpoints:
             self._chains[part].deltas = len(deltas)
         return got
 
+    def queued(self, part: Partition, full: bool) -> None:
+        """A segment of ``part`` was handed to the writer (``Writer``)."""
+        if full:
+            self._full_queued.add(part)
+
     def needs_full(self, part: Partition) -> bool:
+        if part in self._full_queued:
+            return False
         chain = self._chains.get(part)
         return (
             chain is None
@@ -291,7 +301,11 @@ class Checkpoints:
         if chain is None:
             found = segments(where)
             chain = self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
-        size = write_segment(where, chain.seq, full, offset, model, rows, gone)
+        try:
+            size = write_segment(where, chain.seq, full, offset, model, rows, gone)
+        finally:
+            if full:
+                self._full_queued.discard(part)
         if full:
             self._prune(where, chain.seq)
             chain.full_bytes, chain.delta_bytes, chain.deltas = size, 0, 0
@@ -344,6 +358,7 @@ class Writer:
         self._on_round = on_round
         self._jobs: queue.Queue[list[Job] | None] = queue.Queue()
         self.failed: deque[Partition] = deque()  # partitions whose next segment must be full
+        self._broken: set[Partition] = set()  # a segment failed: deltas wait for a full one
         self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
         self._thread.start()
 
@@ -370,13 +385,21 @@ class Writer:
                     return
                 started, written, failed = time.perf_counter(), 0, []
                 for job in jobs:
+                    if job.part in self._broken and not job.full:
+                        # a delta on a segment that is not on disk would restore a state
+                        # that never was: only a full segment mends the chain
+                        self.failed.append(job.part)
+                        continue
                     try:
                         written += self.checkpoints.write(
                             job.part, job.full, job.offset, job.model, job.rows, job.gone
                         )
                     except (OSError, CheckpointError) as exc:
+                        self._broken.add(job.part)
                         self.failed.append(job.part)
                         failed.append((job.part, str(exc)))
+                    else:
+                        self._broken.discard(job.part)
                 self._on_round(written, time.perf_counter() - started, failed)
             except Exception:  # never let the writer die silently: the next round is full
                 log.exception("checkpoint writer")

@@ -338,6 +338,7 @@ class Daemon:
             if not (full or len(rows["key"]) or len(gone) or self._saved.get(part) != offset):
                 continue
             jobs.append(checkpoint.Job(part, full, offset, self._model_id, rows, gone))
+            self.checkpoints.queued(part, full)
             self._full.discard(part)
             self._saved[part] = offset
         self._writer.submit(jobs)

@@ -481,3 +481,32 @@ def test_a_partition_whose_records_after_the_checkpoint_are_gone_starts_afresh(
     flagged = {e["stream"] for e in _verdicts(sink).values() if e["anomaly"]}
     assert {"s0", "s2", "s4"} <= flagged  # partition 0's streams (even ones) kept their state
     assert not flagged & {"s1", "s3"}  # partition 1's are back in warm-up (and not spiked)
+
+
+def test_the_writer_writes_no_delta_on_a_segment_that_failed(tmp_path: Path) -> None:
+    """Rounds are decided before the writer reports: a delta queued behind a full segment that
+    failed would restore a state that never was, so it is refused until a full one lands."""
+    store = _filled(["a", "b"])
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    rounds: list[tuple[int, list[tuple[tuple[str, int], str]]]] = []
+    writer = checkpoint.Writer(ckpt, lambda size, _s, failed: rounds.append((size, failed)))
+    part = ("in", 0)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0").write_text("")  # the partition's directory cannot be made
+    full = checkpoint.Job(part, True, 10, MODEL, *store.changes(0, full=True))
+    delta = checkpoint.Job(part, False, 20, MODEL, *store.changes(0))
+    writer.submit([full])
+    writer.submit([delta])
+    writer.wait()
+    assert [len(f) for _, f in rounds] == [1, 0] and list(writer.failed) == [part, part]
+    (tmp_path / "in" / "0").unlink()
+    writer.submit([delta])  # still no full segment: refused
+    writer.submit([checkpoint.Job(part, True, 30, MODEL, *store.changes(0, full=True))])
+    writer.submit([checkpoint.Job(part, False, 40, MODEL, *store.changes(0))])
+    writer.close()
+    assert [(s, full) for s, full, _ in checkpoint.segments(tmp_path / "in" / "0")] == [
+        (0, True),
+        (1, False),
+    ]
+    got = checkpoint.restore(tmp_path / "in" / "0", MODEL)
+    assert got is not None and got.offset == 40
