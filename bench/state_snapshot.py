@@ -60,7 +60,7 @@ def main() -> None:
         ckpt = checkpoint.Checkpoints(root)
         t = time.perf_counter()
         full = sum(
-            ckpt.write(part, True, 1000, model, *store.changes(i, full=True))
+            ckpt.write(checkpoint.Job(part, True, 1000, model, *store.changes(i, full=True)))
             for i, part in enumerate(parts)
         )
         wrote_full = time.perf_counter() - t
@@ -69,7 +69,8 @@ def main() -> None:
         store.state[slots] += 1.0
         t = time.perf_counter()
         delta = sum(
-            ckpt.write(part, False, 2000, model, *store.changes(i)) for i, part in enumerate(parts)
+            ckpt.write(checkpoint.Job(part, False, 2000, model, *store.changes(i)))
+            for i, part in enumerate(parts)
         )
         wrote_delta = time.perf_counter() - t
         t = time.perf_counter()

@@ -286,23 +286,16 @@ class Checkpoints:
             or chain.deltas >= self.MAX_DELTAS
         )
 
-    def write(
-        self,
-        part: Partition,
-        full: bool,
-        offset: int,
-        model: dict[str, object],
-        rows: dict[str, np.ndarray],
-        gone: np.ndarray,
-    ) -> int:
+    def write(self, job: Job) -> int:
         """Write the partition's next segment; return its size."""
+        part, full = job.part, job.full
         chain = self._chains.get(part)
         where = partition_dir(self.root, part)
         if chain is None:
             found = segments(where)
             chain = self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
         try:
-            size = write_segment(where, chain.seq, full, offset, model, rows, gone)
+            size = write_segment(where, chain.seq, full, job.offset, job.model, job.rows, job.gone)
         finally:
             if full:
                 self._full_queued.discard(part)
@@ -391,9 +384,7 @@ class Writer:
                         self.failed.append(job.part)
                         continue
                     try:
-                        written += self.checkpoints.write(
-                            job.part, job.full, job.offset, job.model, job.rows, job.gone
-                        )
+                        written += self.checkpoints.write(job)
                     except (OSError, CheckpointError) as exc:
                         self._broken.add(job.part)
                         self.failed.append(job.part)

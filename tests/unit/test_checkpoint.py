@@ -140,12 +140,12 @@ def _chain(tmp_path: Path) -> tuple[checkpoint.Checkpoints, StateStore, list[int
     ckpt = checkpoint.Checkpoints(tmp_path)
     store = _filled(["s0", "s1", "s2"])
     part = ("in", 0)
-    sizes = [ckpt.write(part, True, 10, MODEL, *store.changes(0, full=True))]
+    sizes = [ckpt.write(checkpoint.Job(part, True, 10, MODEL, *store.changes(0, full=True)))]
     _scramble(store, store.assign(["s1"], now=6.0), seed=2)
-    sizes.append(ckpt.write(part, False, 20, MODEL, *store.changes(0)))
+    sizes.append(ckpt.write(checkpoint.Job(part, False, 20, MODEL, *store.changes(0))))
     store.assign(["s0", "s1"], now=1000.0)
     store.evict_idle(now=1000.0, ttl=60.0)  # s2
-    sizes.append(ckpt.write(part, False, 30, MODEL, *store.changes(0)))
+    sizes.append(ckpt.write(checkpoint.Job(part, False, 30, MODEL, *store.changes(0))))
     return ckpt, store, sizes
 
 
@@ -191,15 +191,15 @@ def test_a_newer_full_segment_prunes_all_but_the_chain_before_it(tmp_path: Path)
     store.owner[slots] = 0
     part, where = ("in", 0), tmp_path / "in" / "0"
     assert ckpt.needs_full(part)  # nothing on disk yet
-    ckpt.write(part, True, 10, MODEL, *store.changes(0, full=True))
+    ckpt.write(checkpoint.Job(part, True, 10, MODEL, *store.changes(0, full=True)))
     for offset in (20, 30, 40):
         store.assign(ids[offset : offset + 5], now=1.0)
-        ckpt.write(part, False, offset, MODEL, *store.changes(0))
+        ckpt.write(checkpoint.Job(part, False, offset, MODEL, *store.changes(0)))
     assert not ckpt.needs_full(part)  # three small deltas weigh less than the full segment
-    ckpt.write(part, False, 40, MODEL, *store.changes(0, full=True))  # a big delta
+    ckpt.write(checkpoint.Job(part, False, 40, MODEL, *store.changes(0, full=True)))  # a big delta
     assert ckpt.needs_full(part)  # the deltas now outweigh the full segment
-    ckpt.write(part, True, 50, MODEL, *store.changes(0, full=True))
-    ckpt.write(part, True, 60, MODEL, *store.changes(0, full=True))
+    ckpt.write(checkpoint.Job(part, True, 50, MODEL, *store.changes(0, full=True)))
+    ckpt.write(checkpoint.Job(part, True, 60, MODEL, *store.changes(0, full=True)))
     assert [s for s, _, _ in checkpoint.segments(where)] == [5, 6]
     # the newest full one damaged: the one before it serves
     (where / "000000000006.full.npz").write_bytes(b"garbage")
