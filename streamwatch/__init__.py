@@ -6,4 +6,10 @@ each with its own (h, c); the deviation of each reading from its forecast become
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # pyproject.toml's version, as installed: the one place it is set
+    __version__ = version("streamwatch")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"

@@ -178,6 +178,14 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.kafka_patch_active = Gauge(
+            "kafka_patch_active",
+            "1 where a patch of kafka-python's internals is installed, 0 where it stood down "
+            "(kafka-python outside the versions it knows): fast_records, join_fix.",
+            ["patch"],
+            namespace=ns,
+            registry=registry,
+        )
         self.model_info = Info("model", "The model being served.", namespace=ns, registry=registry)
         self.build_info = Info("build", "streamwatch build.", namespace=ns, registry=registry)
         self.build_info.info({"version": __version__, "python": platform.python_version()})

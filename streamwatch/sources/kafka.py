@@ -6,11 +6,11 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal
 
+import kafka
 from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka import __version__ as kafka_version
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -28,11 +28,33 @@ from streamwatch.sinks.kafka import (
     closing_quietly,
     topic_access,
 )
-from streamwatch.sources import Offsets, Partition, PartitionEvent
-from streamwatch.sources.kafka_join import install as install_join_fix
-from streamwatch.sources.kafka_records import install as install_record_path
+from streamwatch.sources import (
+    Offsets,
+    Partition,
+    PartitionEvent,
+    kafka_compat,
+    kafka_join,
+    kafka_records,
+)
+
+if TYPE_CHECKING:
+    from streamwatch.metrics import Metrics
 
 log = logging.getLogger("streamwatch")
+
+# The patches of kafka-python's internals, each with what the daemon loses without it.
+PATCHES: dict[str, tuple[Callable[[KafkaConsumer], bool], str]] = {
+    kafka_records.PATCH: (
+        kafka_records.install,
+        "records are read with kafka-python's own decoder (slower)",
+    ),
+    kafka_join.PATCH: (
+        kafka_join.install,
+        "a group join that finishes between polls can be lost again, leaving a member without "
+        "partitions until the broker drops it (the 90 s join stall)",
+    ),
+}
+_warned: set[str] = set()  # patches already warned about: once a process, not once a consumer
 
 _ASSIGNORS = {
     "cooperative-sticky": CooperativeStickyAssignor,
@@ -103,8 +125,31 @@ def _kafka_offsets(offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
     return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
+def install_patches(consumer: KafkaConsumer, metrics: Metrics | None = None) -> dict[str, bool]:
+    """Install each of PATCHES on ``consumer``: which ones took, also exported as
+    streamwatch_kafka_patch_active.  One that stands down is logged at WARNING once a process:
+    an operator should know that the daemon runs without it, and why."""
+    version = kafka.__version__
+    active: dict[str, bool] = {}
+    for name, (install, cost) in PATCHES.items():
+        active[name] = install(consumer)
+        if metrics is not None:
+            metrics.kafka_patch_active.labels(patch=name).set(1 if active[name] else 0)
+        if not active[name] and name not in _warned:
+            _warned.add(name)
+            why = (
+                f"it knows kafka-python {kafka_compat.REQUIREMENT} only"
+                if not kafka_compat.known(version)
+                else "the consumer's internals or settings are not those it knows"
+            )
+            log.warning(
+                "kafka-python %s: patch %s not installed (%s): %s", version, name, why, cost
+            )
+    return active
+
+
 class KafkaSource:
-    def __init__(self, cfg: KafkaConfig) -> None:
+    def __init__(self, cfg: KafkaConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         check_extra_settings(cfg)
         try:
@@ -122,18 +167,7 @@ class KafkaSource:
             raise SourceError(
                 f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}", retriable=True
             ) from exc
-        if not install_record_path(self.consumer):
-            log.info(
-                "reading records with kafka-python %s's own decoder (slower): the fast path "
-                "knows 3.0.x and no deserializers",
-                kafka_version,
-            )
-        if not install_join_fix(self.consumer):
-            log.info(
-                "kafka-python %s: its group join runs unpatched (the fix for a join that "
-                "finishes between polls knows 3.0.x)",
-                kafka_version,
-            )
+        self.patches = install_patches(self.consumer, metrics)
         self._events: deque[PartitionEvent] = deque()  # appended on the IO thread
         self._pending: Offsets = {}  # the latest offsets handed to commit, per partition
         self._in_flight = False

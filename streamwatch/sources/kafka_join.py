@@ -30,7 +30,9 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
-TESTED = "3.0."  # the coordinator internals below are those of kafka-python 3.0.x
+from streamwatch.sources import kafka_compat
+
+PATCH = "join_fix"  # its name in logs and in streamwatch_kafka_patch_active
 
 
 class _Finished:
@@ -63,7 +65,7 @@ def install(consumer: Any) -> bool:
     join: Any = getattr(coordinator, "join_group_async", None)
     need: Any = getattr(coordinator, "need_rejoin", None)
     if (
-        not kafka.__version__.startswith(TESTED)
+        not kafka_compat.known(kafka.__version__)  # the coordinator internals used below
         or join is None
         or need is None
         or not hasattr(coordinator, "_join_task")

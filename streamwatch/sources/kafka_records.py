@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from streamwatch.records import Record
+from streamwatch.sources import kafka_compat
 
-TESTED = "3.0."  # the fetcher internals below are those of kafka-python 3.0.x: other
-# versions (which may keep the names but change what they mean) get kafka-python's decoder
+PATCH = "fast_records"  # its name in logs and in streamwatch_kafka_patch_active
 
 
 class CorruptRecord(ValueError):
@@ -184,7 +184,9 @@ def install(consumer: Any) -> bool:
         )
         and hasattr(DefaultRecordBatch, "_maybe_uncompress")
     )
-    if not shaped or not kafka.__version__.startswith(TESTED):
+    # the fetcher internals above are kafka_compat's versions': others may keep the names
+    # but change what they mean, and get kafka-python's decoder
+    if not shaped or not kafka_compat.known(kafka.__version__):
         return False
     if fetcher.config.get("key_deserializer") or fetcher.config.get("value_deserializer"):
         return False
