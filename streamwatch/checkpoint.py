@@ -352,6 +352,7 @@ class Writer:
         self._jobs: queue.Queue[list[Job] | None] = queue.Queue()
         self.failed: deque[Partition] = deque()  # partitions whose next segment must be full
         self._broken: set[Partition] = set()  # a segment failed: deltas wait for a full one
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
         self._thread.start()
 
@@ -364,11 +365,15 @@ class Writer:
         if self._thread.is_alive():
             self._jobs.join()
 
-    def close(self) -> None:
-        """Write what was submitted, then end the thread."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what was submitted, then end the thread; whether it has ended (False: still
+        writing after ``timeout`` seconds, and a later call waits on)."""
         if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join()
+            if not self._closing:
+                self._closing = True
+                self._jobs.put(None)
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:

@@ -455,6 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamwatch.engine import Engine
     from streamwatch.http import Health, serve
     from streamwatch.metrics import Metrics
+    from streamwatch.sdnotify import Notifier
     from streamwatch.sinks import Sink
     from streamwatch.sinks.file import FileSink
     from streamwatch.sources import Source
@@ -507,7 +508,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from streamwatch.sinks.kafka import KafkaSink
             from streamwatch.sources.kafka import KafkaSource
 
-            source = KafkaSource(cfg.kafka)
+            source = KafkaSource(cfg.kafka, metrics)
             sink = KafkaSink(cfg.kafka.client_settings(os.environ), cfg.kafka.producer)
         else:
             source = FileSource(cfg.input.path, cfg.input.batch_size)
@@ -522,7 +523,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         server.shutdown()
         return 1
-    daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health)
+    # systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1; does nothing elsewhere
+    notifier = Notifier.from_env()
+    daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health, notifier=notifier)
     try:
         daemon.check_topics()
     except SourceError as exc:

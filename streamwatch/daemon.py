@@ -8,6 +8,11 @@ A broker away (a retriable SourceError from the source or the sink) is waited ou
 the loop backs off and tries again, polling nothing new until the batch in hand is
 acknowledged, with ``/readyz`` not ready and ``/healthz`` live meanwhile.  Only errors that need
 an operator (a group the ACLs deny) end the run.
+
+Under systemd (``Type=notify``, deploy/systemd) the loop says ``READY=1`` the first time
+``/readyz`` would say ready, pings ``WATCHDOG=1`` from the same turns that keep ``/healthz``
+live, says ``STOPPING=1`` as it begins to drain, and asks for more time
+(``EXTEND_TIMEOUT_USEC``) while the last checkpoints are written.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamwatch import checkpoint, events
+from streamwatch import checkpoint, events, sdnotify
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, Verdicts
@@ -39,6 +44,12 @@ FLUSH_SECONDS = 10.0  # a batch's outputs get this long to be acknowledged, the 
 RETRY_FLUSH_SECONDS = 5.0  # and this long again on each retry, and at a stop
 BACKOFF_SECONDS = (0.5, 10.0)  # the wait after a failure: first, and at most (doubling)
 OUTAGE_LOG_SECONDS = 60.0  # while the broker stays away, say so this often
+# At a stop, the last checkpoints may take longer than systemd's TimeoutStopSec: ask it for
+# EXTEND_SECONDS more every EXTEND_EVERY seconds while they are written, for at most
+# FINAL_CHECKPOINT_SECONDS (a writer stuck that long is left to the stop timeout).
+EXTEND_SECONDS = 30.0
+EXTEND_EVERY = 10.0
+FINAL_CHECKPOINT_SECONDS = 600.0
 
 
 @dataclass
@@ -64,10 +75,13 @@ class Daemon:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         health: Health | None = None,
+        notifier: sdnotify.Notifier | None = None,
     ) -> None:
         self.cfg, self.source, self.sink, self.engine = cfg, source, sink, engine
         self.spec, self.metrics, self.clock = spec, metrics, clock
         self.health = health or Health()
+        self.notifier = notifier or sdnotify.Notifier(None)  # None: systemd is not told
+        self._told_ready = False
         self.health.model_loaded = self.health.state_ready = True
         i = cfg.input
         self.format = MessageFormat(
@@ -392,17 +406,32 @@ class Daemon:
                     break  # a file source at its end
             clean = True
         finally:
+            self.notifier.stopping(f"draining after {self.batches} batches")
             # Before the source closes: leaving the group revokes every partition.  Not after
             # a failed batch, nor with one whose outputs the broker never acknowledged: its
             # readings are in the state but not in the offsets (the last segments written
             # stay, and the next start reads the batch again from them).
             if self._drain() and clean:
                 self.checkpoint()
-            if self._writer is not None:
-                self._writer.close()  # every round handed to it written first
+            self._close_writer()
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)
+
+    def _close_writer(self) -> None:
+        """Wait until every round handed to the checkpoint writer is written, asking systemd
+        for more stop time meanwhile."""
+        if self._writer is None:
+            return
+        self.notifier.notify(
+            f"EXTEND_TIMEOUT_USEC={int(EXTEND_SECONDS * 1e6)}", "STATUS=writing the checkpoints"
+        )
+        deadline = time.monotonic() + FINAL_CHECKPOINT_SECONDS
+        while not self._writer.close(EXTEND_EVERY):
+            if time.monotonic() >= deadline:
+                self._writer.close()
+                return
+            self.notifier.extend_timeout(EXTEND_SECONDS)
 
     def _drain(self) -> bool:
         """Settle the batch in hand at a stop; False if the broker did not take its outputs
@@ -430,6 +459,7 @@ class Daemon:
         if self._outage_since is None:
             self._outage_since = self._outage_logged = now
             log.warning("broker unavailable, retrying until it is back: %s", exc)
+            self.notifier.status(f"broker unavailable, retrying: {exc}")
         elif now - self._outage_logged >= OUTAGE_LOG_SECONDS:
             self._outage_logged = now
             log.warning(
@@ -440,8 +470,38 @@ class Daemon:
         """Sleep between retries, still live, and awake to a stop."""
         deadline = time.monotonic() + seconds
         while self.running and time.monotonic() < deadline:
-            self.health.beat()
+            self._beat()
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+
+    def _beat(self) -> None:
+        """The loop has turned: ``/healthz`` live, and systemd's watchdog fed.
+
+        Fed only from the loop's own thread, at the points that mark a turn (after a poll,
+        and while backing off between retries), never from a timer thread: a loop stuck in
+        a call that does not return is what the watchdog is for, and it gets restarted.  A
+        loop waiting out a broker outage is alive (it retries every 10 s at most, awake to a
+        stop) and keeps feeding it: restarting the process brings no broker back, and the
+        daemon carries on by itself once the broker is.  Every blocking step of a turn is
+        bounded (a poll by kafka.poll_timeout_ms, a flush by FLUSH_SECONDS), far below
+        WatchdogSec.  Not before READY=1: systemd arms the watchdog only then (until then
+        TimeoutStartSec= applies)."""
+        self.health.beat()
+        if self._told_ready:
+            self.notifier.watchdog()
+
+    def _tell_ready(self) -> None:
+        """READY=1 the first time ``/readyz`` would say ready: model loaded, state restored,
+        partitions assigned (a file source: reading it), broker reachable.  Said again at the
+        next turn if it could not be sent."""
+        if not self.health.ready()[0]:
+            return
+        if self.cfg.kafka and self.cfg.input.source == "kafka":
+            what = f"consuming {','.join(self.cfg.kafka.input_topics)}"
+        else:
+            what = f"reading {self.cfg.input.path}"
+        self._told_ready = self.notifier.ready(f"ready: {what}")
+        if self._told_ready:
+            self.notifier.watchdog()
 
     def run_once(self) -> int:
         """Poll and process one batch; return how many records it held.  A batch whose
@@ -451,7 +511,7 @@ class Daemon:
             self._settle(RETRY_FLUSH_SECONDS)
         records = self.source.poll(self.poll_timeout_ms)
         now = self.clock()
-        self.health.beat()
+        self._beat()
         self.health.partitions_assigned = bool(self.source.assignment())
         self.metrics.last_poll.set(now)
         if now - self._last_idle_sweep >= IDLE_SWEEP_SECONDS:
@@ -463,6 +523,8 @@ class Daemon:
             self._recovered()
         self.health.broker_reachable = reachable and self._outage_since is None
         records = self._lifecycle(records)
+        if not self._told_ready and self.notifier.enabled:
+            self._tell_ready()
         if self._expect and records:
             self._check_continuity(records)
         if not records:
@@ -569,6 +631,7 @@ class Daemon:
         assert self._outage_since is not None
         log.info("broker back after %.1f s: carrying on", time.monotonic() - self._outage_since)
         self._outage_since = None
+        self.notifier.status("broker back: carrying on")
 
     def _check_continuity(self, records: list[Record]) -> None:
         """A restored partition's first record must be the one at its checkpoint's offset.

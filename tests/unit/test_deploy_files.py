@@ -361,7 +361,7 @@ def test_systemd_unit_runs_the_daemon_with_a_config() -> None:
     assert argv[1:3] == ["run", "--config"]
     read_only = [p.lstrip("-") for v in unit["ReadOnlyPaths"] for p in v.split()]
     assert any(Path(argv[3]).is_relative_to(p) for p in read_only), read_only
-    assert unit["Type"] == ["simple"]
+    assert unit["Type"] == ["notify"]  # READY=1 and the watchdog: test_systemd_unit.py
     assert unit["User"] and unit["User"] != ["root"]
 
 
