@@ -21,7 +21,7 @@ import numpy as np
 from streamwatch import serve
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import COUNT
-from streamwatch.scoring import Prior, Scorer
+from streamwatch.scoring import Scorer
 from streamwatch.state import StateStore
 
 
@@ -87,16 +87,6 @@ class TimePolicy:
             raise ValueError("state.max_gap_seconds must be > 0")
 
 
-def model_prior(spec: ModelSpec, scorer: Scorer) -> Prior | None:
-    """The model's scoring prior (``calibration.scoring_prior``) if it was measured with this
-    scorer's short average; None otherwise (new streams then start from nothing)."""
-    d = spec.calibration.get("scoring_prior")
-    if not d:
-        return None
-    prior = Prior.from_dict(d)
-    return prior if prior.short_alpha == scorer.short_alpha else None
-
-
 class Engine:
     def __init__(
         self,
@@ -115,7 +105,6 @@ class Engine:
             raise ValueError("the state store is not shaped for this model")
         store.set_window(scorer.window_width)
         store.set_envelopes(model.spec.envelopes())
-        self.prior = model_prior(model.spec, scorer)
         self.max_rows = max_rows
         self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
@@ -127,7 +116,6 @@ class Engine:
         self.model = model
         self.normalizer = model.spec.normalization
         self.store.set_envelopes(model.spec.envelopes())
-        self.prior = model_prior(model.spec, self.scorer)
 
     def process(
         self,
@@ -227,7 +215,7 @@ class Engine:
             over = self.scorer.window_test(store.window, s, wstats, raw)
             store.window_stats[s] = wstats
             outside = over if outside is None else outside | over
-        score, flag = self.scorer.update(score_stats, error, raw, outside, self.prior)
+        score, flag = self.scorer.update(score_stats, error, raw, outside)
         store.scores[s] = score_stats
         stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below
         x_in = inputs[pos]

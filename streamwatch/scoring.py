@@ -94,26 +94,9 @@ SEEN, SHORT, MEAN_L, MEAN_S, VAR_S, HOLD, RAW_SHORT, SHORT_PEAK, POINT_PEAK = ra
 # ... and for the calm test, the short average of raw errors ** _POWER with its mean and variance
 CALM_SHORT, CALM_MEAN, CALM_VAR = range(9, 12)
 N_STATS = 12
-# their names in a model's scoring prior (``Prior``)
-STAT_NAMES = (
-    "seen",
-    "short",
-    "mean_log",
-    "mean_short",
-    "var_short",
-    "hold",
-    "raw_short",
-    "short_peak",
-    "point_peak",
-    "calm_short",
-    "calm_mean",
-    "calm_var",
-)
-
 
 _MIN_SEEN = 10  # errors learned before any score, whatever the warm-up: stats need a few
 _SETTLE = 100  # readings before warm-up misses may set the novelty bar (see above)
-_SETTLE_PRIMED = 30
 _POWER = 0.4
 # Var(|Z| ** 0.4) for Z ~ N(0, 1): E|Z|^0.8 - (E|Z|^0.4)^2 = 0.7955 - 0.8413^2
 _VAR_POWERED = 0.0877
@@ -256,86 +239,6 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.where(a > 0, np.inf, 1.0), where=b > 0)
 
 
-_PRIOR_WEIGHT = 200.0  # readings' worth of a prior in a new stream's running averages
-_PRIOR_READINGS = 600  # readings of a stream's life in which the prior's short bar holds
-_PRIMED = (SHORT, MEAN_L, MEAN_S, VAR_S, POINT_PEAK)  # columns in units of the model's scale
-
-
-def _raw_level(calm_mean: np.ndarray) -> np.ndarray:
-    """A stream's typical raw miss, from the long mean of its misses to the power _POWER."""
-    return np.maximum(calm_mean, 0.0) ** (1.0 / _POWER)
-
-
-@dataclass(frozen=True)
-class Prior:
-    """Where a new stream's scoring statistics start: what the statistics of the model's own
-    streams settled to over their held-out readings (``from_streams``), instead of nothing.
-    With it a stream can be scored after a short warm-up without its first hundred errors
-    passing for the whole of its normal: its averages of misses in units of the model's scale
-    start at the model's usual misfit, with the weight of ``_PRIOR_WEIGHT`` readings, and its
-    point bar at the misses the model's streams made.  The statistics in the stream's own units
-    cannot be primed (the model's first scales for a stream it has just met are far off), so
-    in its first ``_PRIOR_READINGS`` readings the short bar is at least ``short_peak_ratio``
-    times the stream's typical raw miss so far: the peak the model's streams reached, relative
-    to theirs.
-
-    >>> stats = Scorer.new_stats(3)
-    >>> stats[:, MEAN_L] = [-1.0, -0.5, 0.0]
-    >>> stats[:, SHORT_PEAK] = [2.0, 6.0, 30.0]
-    >>> stats[:, CALM_MEAN] = [1.0, 2.0**_POWER, 10.0**_POWER]
-    >>> prior = Prior.from_streams(stats, short_alpha=0.1)
-    >>> float(prior.stats[MEAN_L]), round(prior.short_peak_ratio, 6)
-    (-0.5, 3.0)
-    """
-
-    stats: np.ndarray  # (N_STATS,): the median over the model's streams (_PRIMED are used)
-    short_peak_ratio: float  # the short bar / the typical raw miss, median over the streams
-    short_alpha: float  # the scorer's, when it was measured: its short averages depend on it
-
-    @classmethod
-    def from_streams(cls, stats: np.ndarray, short_alpha: float) -> Prior:
-        """The prior of streams' scoring statistics ``stats`` (n, N_STATS)."""
-        s = np.asarray(stats, np.float64)
-        keep = np.isfinite(s).all(axis=1)
-        if not keep.any():
-            raise ValueError("no stream with finite statistics to take a prior from")
-        s = s[keep]
-        level = _raw_level(s[:, CALM_MEAN])
-        moved = level > 0  # streams that never moved have no typical miss to compare with
-        ratio = float(np.median(s[moved, SHORT_PEAK] / level[moved])) if moved.any() else 0.0
-        return cls(np.median(s, axis=0), ratio, short_alpha)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "short_alpha": self.short_alpha,
-            "short_peak_ratio": self.short_peak_ratio,
-            "stats": {STAT_NAMES[c]: float(self.stats[c]) for c in _PRIMED},
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Prior:
-        stats = d["stats"]
-        names = [STAT_NAMES[c] for c in _PRIMED]
-        if not isinstance(stats, dict) or set(stats) != set(names):
-            raise ValueError(f"scoring_prior.stats must name {', '.join(names)}")
-        values = np.zeros(N_STATS)
-        values[list(_PRIMED)] = [float(stats[k]) for k in names]
-        ratio = float(d["short_peak_ratio"])  # type: ignore[arg-type]
-        if not np.isfinite(values).all() or not np.isfinite(ratio) or ratio < 0:
-            raise ValueError("scoring_prior: its statistics must be finite numbers")
-        return cls(values, ratio, float(d["short_alpha"]))  # type: ignore[arg-type]
-
-    def start(self, stats: np.ndarray, rows: np.ndarray) -> None:
-        """Set ``stats`` rows ``rows`` (columns first: N_STATS x n) to the prior."""
-        stats[np.ix_(_PRIMED, rows)] = self.stats[list(_PRIMED)][:, None]
-
-    def short_bar(self, stats: np.ndarray) -> np.ndarray:
-        """The short bar of ``stats`` (columns first), at least the prior's early on."""
-        early = stats[SEEN] < _PRIOR_READINGS
-        floor = self.short_peak_ratio * _raw_level(stats[CALM_MEAN])
-        return np.where(early, np.maximum(stats[SHORT_PEAK], floor), stats[SHORT_PEAK])
-
-
 @dataclass(frozen=True)
 class Scorer:
     threshold: float = 0.5  # on the score; 0.5 = a one-in-100,000 deviation
@@ -447,29 +350,21 @@ class Scorer:
         error: np.ndarray,
         raw: np.ndarray | None = None,
         outside: np.ndarray | None = None,
-        prior: Prior | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score standardised errors (NaN: no forecast yet) and fold them into ``stats``
         (one row per error, updated in place).  ``raw`` is the same misses in the readings'
         own units, for the novelty gate (default: ``error``); ``outside`` marks readings
-        beyond their envelope (see ``outside``).  With a ``prior``, a stream's statistics
-        start from it at its first error (see ``Prior``).  Returns (score, flag)."""
+        beyond their envelope (see ``outside``).  Returns (score, flag)."""
         valid = np.isfinite(error)
         e = np.where(valid, error, 0.0)
         r = np.where(valid, np.abs(error if raw is None else raw), 0.0)
         c = stats.T.copy()  # one contiguous row per statistic: column views are strided
         seen = c[SEEN]
-        if prior is not None:
-            first = np.flatnonzero(valid & (seen == 0))
-            if len(first):
-                prior.start(c, first)
-        weight = 0.0 if prior is None else _PRIOR_WEIGHT
-        # weight of this reading in the short averages: all of it for a stream's first (unless
-        # a prior holds their usual level), none without a forecast (they stay as they are)
+        # weight of this reading in the short averages: all of it for a stream's first, none
+        # without a forecast (the averages stay as they are)
         a_short = np.where(valid, np.where(seen == 0, 1.0, self.short_alpha), 0.0)
-        a_primed = a_short if prior is None else np.where(valid, self.short_alpha, 0.0)
         powered = e**_POWER
-        short = c[SHORT] + a_primed * (powered - c[SHORT])
+        short = c[SHORT] + a_short * (powered - c[SHORT])
         raw_short = c[RAW_SHORT] + a_short * (r - c[RAW_SHORT])
         calm_short = c[CALM_SHORT] + a_short * (r**_POWER - c[CALM_SHORT])
         # a stream's errors may make the tests less sensitive than the model's own scale
@@ -494,8 +389,7 @@ class Scorer:
         trigger = ready & (score >= self.threshold)
         if self.novelty is not None:
             k = 1.0 + self.novelty
-            bar = c[SHORT_PEAK] if prior is None else prior.short_bar(c)
-            of_short = _ratio(raw_short, k * bar)
+            of_short = _ratio(raw_short, k * c[SHORT_PEAK])
             of_point = _ratio(e, k * c[POINT_PEAK])
             short_of = np.maximum(of_short, of_point)
             novel = short_of > 1.0
@@ -525,8 +419,7 @@ class Scorer:
         # For the same reason the short average sets it only once it falls, to the peak it
         # reached: while it rises by less than the margin a step, it would drag the bar along.
         decay = np.exp(-1.0 / self.long_window)
-        settle = _SETTLE if prior is None else _SETTLE_PRIMED
-        always = valid & (trigger | (~warm & (seen >= settle)))
+        always = valid & (trigger | (~warm & (seen >= _SETTLE)))
         falling = raw_short < c[RAW_SHORT]
         for col, v, usual in (
             (SHORT_PEAK, np.where(falling, c[RAW_SHORT], raw_short), falling & (of_short <= 1.0)),
@@ -540,18 +433,11 @@ class Scorer:
         learn = valid & (~(trigger | calm_on) | self.learn_anomalies)
         n = seen + learn
         alpha = np.where(learn, 1.0 / np.maximum(np.minimum(n, self.long_window), 1.0), 0.0)
-        # where a prior primed them, it counts as _PRIOR_WEIGHT readings already learned
-        a_primed = np.where(
-            learn, 1.0 / np.maximum(np.minimum(n + weight, self.long_window), 1.0), 0.0
-        )
-        c[MEAN_L] += a_primed * (np.log(e + _LOG_EPS) - c[MEAN_L])
-        for col_mean, col_var, v, a in (
-            (MEAN_S, VAR_S, short, a_primed),
-            (CALM_MEAN, CALM_VAR, calm_short, alpha),
-        ):
+        c[MEAN_L] += alpha * (np.log(e + _LOG_EPS) - c[MEAN_L])
+        for col_mean, col_var, v in ((MEAN_S, VAR_S, short), (CALM_MEAN, CALM_VAR, calm_short)):
             d = v - c[col_mean]
-            c[col_mean] += a * d
-            c[col_var] = (1.0 - a) * (c[col_var] + a * d * d)
+            c[col_mean] += alpha * d
+            c[col_var] = (1.0 - alpha) * (c[col_var] + alpha * d * d)
         c[SHORT], c[RAW_SHORT], c[CALM_SHORT], c[SEEN] = short, raw_short, calm_short, n
         stats[:] = c.T
         return score, flag

@@ -18,7 +18,6 @@ import numpy as np
 from streamwatch.errors import ModelError
 from streamwatch.model.onnxfile import has_external_data
 from streamwatch.normalize import Normalizer
-from streamwatch.scoring import Prior
 
 SCHEMA_VERSION = 1
 STATE_LAYOUT = "packed_hc_v1"  # state row = [h_layer0, c_layer0, h_layer1, c_layer1, ...]
@@ -140,12 +139,6 @@ class ModelSpec:
         if d.get("state_size", spec.state_size) != spec.state_size:
             raise ModelError(f"{where}: state_size disagrees with 2 x layers x hidden_size")
         _check_envelopes(where, spec)
-        prior = spec.calibration.get("scoring_prior")
-        if prior is not None:
-            try:
-                Prior.from_dict(prior)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ModelError(f"{where}: calibration.scoring_prior: {exc}") from exc
         return spec
 
 

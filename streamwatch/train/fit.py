@@ -21,10 +21,8 @@ import numpy as np
 import torch
 
 from streamwatch import __version__, forecast
-from streamwatch.calibrate import scoring_prior
 from streamwatch.data import summary
 from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
-from streamwatch.model.runtime import OnnxForecaster
 from streamwatch.normalize import Normalizer
 from streamwatch.train.export import export_onnx
 from streamwatch.train.module import Forecaster
@@ -352,11 +350,6 @@ def train_artifact(
         streamwatch_version=__version__,
         created_at=created.isoformat(),
     )
-    if n_targets == 1:  # where new streams' scoring starts (calibrate.py)
-        started = time.perf_counter()
-        prior = scoring_prior(OnnxForecaster(spec, onnx_bytes), series, cfg.val_fraction)
-        calibration["scoring_prior"] = prior.to_dict()
-        log.info("measured the scoring prior in %.1f s", time.perf_counter() - started)
     write_artifact(out_dir, spec, onnx_bytes)
     log.info("wrote model %s version %s to %s", spec.name, spec.version, out_dir)
     return spec
