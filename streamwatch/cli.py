@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -220,17 +221,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if model is None:
         return 1
     try:
-        scorer = Scorer(
-            args.threshold,
-            args.warmup,
-            args.short_alpha,
-            args.long_window,
-            args.learn_anomalies,
-            args.hold,
-            args.novelty,
-            args.envelope,
-            args.window,
-        )
+        # the options are named as the scorer's fields (and the config's scoring keys)
+        scorer = Scorer(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Scorer)})
     except ValueError as exc:
         print(f"streamwatch replay: {exc}", file=sys.stderr)
         return 2
@@ -497,7 +489,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(
         model,
         StateStore.for_model(spec, max_streams=cfg.state.max_streams),
-        cfg.scoring.scorer(),
+        cfg.scoring,
         max_rows=cfg.model.max_rows,
         policy=cfg.state.policy(),
     )

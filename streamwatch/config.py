@@ -28,7 +28,7 @@ from typing import Any, Union
 import yaml
 
 from streamwatch.engine import TimePolicy
-from streamwatch.errors import ConfigError
+from streamwatch.errors import ConfigError, InvalidSetting
 from streamwatch.events import MIN_DEAD_LETTER_BYTES
 from streamwatch.scoring import Scorer
 
@@ -232,35 +232,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
-    threshold: float = 0.5  # score in [0, 1]; 0.5 = a one-in-100,000 deviation
-    warmup: int = 600  # readings per stream before it can be flagged
-    short_alpha: float = 0.1
-    long_window: int = 2000
-    learn_anomalies: bool = False
-    hold: int = 0  # readings an episode stays flagged after its last trigger
-    novelty: float | None = 0.13  # null: flag on the score alone
-    envelope: float | None = None  # e.g. 0.05: flag readings 5 % beyond the trained range
-    window: int | None = None  # e.g. 2100: the nonparametric threshold over that many misses
-
-    def scorer(self) -> Scorer:
-        return Scorer(
-            self.threshold,
-            self.warmup,
-            self.short_alpha,
-            self.long_window,
-            self.learn_anomalies,
-            self.hold,
-            self.novelty,
-            self.envelope,
-            self.window,
-        )
-
-    def check(self, path: str) -> None:
-        self.scorer()  # its ValueErrors name the key; build() turns them into ConfigErrors
-
-
-@dataclass(frozen=True)
 class OutputsConfig:
     anomalies_topic: str = "anomalies"
     dead_letter_topic: str = "streamwatch-dead-letters"
@@ -346,7 +317,8 @@ class Config:
     kafka: KafkaConfig | None = None  # required when input.source is kafka
     input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    # the scorer is its own config section: its fields, defaults and checks are the one source
+    scoring: Scorer = field(default_factory=Scorer)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -521,13 +493,12 @@ def build(cls: type, data: Any, path: str) -> Any:
 
 
 def _config_error(path: str, exc: Exception) -> ConfigError:
-    """Validation messages of the core read "section.key what is wrong" (Scorer, TimePolicy,
-    Normalizer, TrainConfig): turn that into the key path under ``path``."""
-    first, _, rest = str(exc).partition(" ")
-    if "." in first and rest:
-        key = first.rstrip(":").split(".", 1)[1]
-        # the rest may quote the refused value (TrainConfig's does): cut it, as _shown would
-        return ConfigError(f"{path}.{key}" if path else key, _one_line(rest, 200))
+    """A section's own validation -> a ConfigError: at the setting's key path under ``path``
+    where the core names its setting (InvalidSetting: "scoring.threshold"), else at ``path``."""
+    if isinstance(exc, InvalidSetting):
+        key = exc.key.split(".", 1)[-1]  # the setting within its section
+        # the message may quote the refused value (TrainConfig's does): cut it, as _shown would
+        return ConfigError(f"{path}.{key}" if path else key, _one_line(exc.message, 200))
     return ConfigError(path, _one_line(str(exc), 200))
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from streamwatch import serve
+from streamwatch.errors import InvalidSetting
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.normalize import COUNT
 from streamwatch.scoring import Scorer
@@ -80,11 +81,11 @@ class TimePolicy:
 
     def __post_init__(self) -> None:
         if self.out_of_order not in ("skip", "accept"):
-            raise ValueError("state.out_of_order must be 'skip' or 'accept'")
+            raise InvalidSetting("state.out_of_order", "must be 'skip' or 'accept'")
         if self.on_gap not in ("reset", "carry"):
-            raise ValueError("state.on_gap must be 'reset' or 'carry'")
+            raise InvalidSetting("state.on_gap", "must be 'reset' or 'carry'")
         if self.max_gap_seconds is not None and self.max_gap_seconds <= 0:
-            raise ValueError("state.max_gap_seconds must be > 0")
+            raise InvalidSetting("state.max_gap_seconds", "must be > 0")
 
 
 class Engine:

@@ -4,9 +4,13 @@
 
     StreamwatchError
     ├── ConfigError        bad configuration: exit 78 (EX_CONFIG), name the key path
+    ├── InvalidSetting     a core object's setting out of range (also a ValueError); the
+    │                      config loader turns it into a ConfigError at the setting's key
     ├── ModelError         a model artifact is refused at load: name the file and the reason
     ├── DecodeError        one record is unusable: dead-letter it with ``reason``, carry on
-    └── SourceError        an I/O edge failed; ``retriable`` says whether to try again
+    ├── SourceError        an I/O edge failed; ``retriable`` says whether to try again
+    └── CheckpointError    a state checkpoint segment is unusable (checkpoint.py): restore
+                           falls back to an older one, or starts the streams cold
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ class ConfigError(StreamwatchError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class InvalidSetting(StreamwatchError, ValueError):
+    """A setting of a core object (Scorer, TimePolicy, Normalizer, TrainConfig) is invalid.
+    ``key`` is its name as the config file spells it (``scoring.threshold``), so that the
+    loader can name the key path under which the section was read without parsing text."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key} {message}")
+        self.key = key
+        self.message = message
 
 
 class ModelError(StreamwatchError):

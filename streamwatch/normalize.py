@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from streamwatch.errors import InvalidSetting
+
 COUNT, MEAN, VAR = 0, 1, 2
 
 
@@ -47,13 +49,15 @@ class Normalizer:
 
     def __post_init__(self) -> None:
         if self.window < 2:
-            raise ValueError("normalization.window must be >= 2")
-        if self.clip <= 0 or self.target_clip <= 0:
-            raise ValueError("normalization.clip and target_clip must be > 0")
+            raise InvalidSetting("normalization.window", "must be >= 2")
+        if self.clip <= 0:
+            raise InvalidSetting("normalization.clip", "must be > 0")
+        if self.target_clip <= 0:
+            raise InvalidSetting("normalization.target_clip", "must be > 0")
         if self.warmup < 2:
-            raise ValueError("normalization.warmup must be >= 2")
+            raise InvalidSetting("normalization.warmup", "must be >= 2")
         if self.base not in ("reading", "mean"):
-            raise ValueError("normalization.base must be 'reading' or 'mean'")
+            raise InvalidSetting("normalization.base", "must be 'reading' or 'mean'")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "ew_winsorized", **asdict(self)}

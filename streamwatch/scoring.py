@@ -86,6 +86,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamwatch.errors import InvalidSetting
+
 # Columns of a stream's scoring statistics: readings learned from, the short average of
 # errors ** _POWER, the mean log error, the mean and variance of the short average, readings
 # left in a held episode, the short average of raw errors, and the decaying running maxima of
@@ -253,21 +255,21 @@ class Scorer:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError("scoring.threshold must be in (0, 1]")
+            raise InvalidSetting("scoring.threshold", "must be in (0, 1]")
         if not 0.0 < self.short_alpha <= 1.0:
-            raise ValueError("scoring.short_alpha must be in (0, 1]")
+            raise InvalidSetting("scoring.short_alpha", "must be in (0, 1]")
         if self.long_window < 2:
-            raise ValueError("scoring.long_window must be >= 2")
+            raise InvalidSetting("scoring.long_window", "must be >= 2")
         if self.warmup < 0:
-            raise ValueError("scoring.warmup must be >= 0")
+            raise InvalidSetting("scoring.warmup", "must be >= 0")
         if self.hold < 0:
-            raise ValueError("scoring.hold must be >= 0")
+            raise InvalidSetting("scoring.hold", "must be >= 0")
         if self.novelty is not None and not self.novelty >= 0.0:
-            raise ValueError("scoring.novelty must be >= 0 or null")
+            raise InvalidSetting("scoring.novelty", "must be >= 0 or null")
         if self.envelope is not None and not self.envelope >= 0.0:
-            raise ValueError("scoring.envelope must be >= 0 or null")
+            raise InvalidSetting("scoring.envelope", "must be >= 0 or null")
         if self.window is not None and not self.window >= 50:
-            raise ValueError("scoring.window must be >= 50 or null")
+            raise InvalidSetting("scoring.window", "must be >= 50 or null")
 
     @property
     def window_width(self) -> int:

@@ -22,6 +22,7 @@ import torch
 
 from streamwatch import __version__, forecast
 from streamwatch.data import summary
+from streamwatch.errors import InvalidSetting
 from streamwatch.model.artifact import ModelSpec, sha256_bytes, write_artifact
 from streamwatch.normalize import Normalizer
 from streamwatch.train.export import export_onnx
@@ -69,7 +70,7 @@ class TrainConfig:
         }
         for key, ok in checks.items():
             if not ok:
-                raise ValueError(f"train.{key}: invalid value {getattr(self, key)!r}")
+                raise InvalidSetting(f"train.{key}", f"invalid value {getattr(self, key)!r}")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from streamwatch import config
 from streamwatch.config import Config
 from streamwatch.errors import ConfigError
+from streamwatch.scoring import Scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "deploy/streamwatch.example.yaml").read_text()
@@ -314,5 +315,5 @@ def test_the_schema_at_its_defaults_loads_back(cfg_file: Path) -> None:
     cfg_file.write_text(_dump(doc))
     cfg = config.load(cfg_file)
     assert cfg.kafka is not None and cfg.kafka.input_topics == ("in",)
-    assert cfg.scoring == config.ScoringConfig()
+    assert cfg.scoring == Scorer()
     assert len(SCHEMA_PATHS) > 50

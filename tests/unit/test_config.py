@@ -19,10 +19,10 @@ def test_defaults_are_filled_in() -> None:
     assert cfg.kafka.input_topics == ("in",)
     assert cfg.outputs.anomalies_topic == "anomalies"
     assert cfg.state.idle_ttl_seconds == 86400.0
-    assert cfg.scoring.scorer().novelty == 0.13
-    assert parse({**BASE, "scoring": {"novelty": None}}).scoring.scorer().novelty is None
-    assert cfg.scoring.scorer().envelope is None  # off unless asked for
-    assert parse({**BASE, "scoring": {"envelope": 0.05}}).scoring.scorer().envelope == 0.05
+    assert cfg.scoring.novelty == 0.13
+    assert parse({**BASE, "scoring": {"novelty": None}}).scoring.novelty is None
+    assert cfg.scoring.envelope is None  # off unless asked for
+    assert parse({**BASE, "scoring": {"envelope": 0.05}}).scoring.envelope == 0.05
 
 
 @pytest.mark.parametrize(
@@ -344,3 +344,24 @@ def test_an_odd_kafka_python_key_is_named_short_and_on_one_line() -> None:
         "not a kafka-python setting"
     )
     assert len(message) < 200 and "\n" not in message
+
+
+def test_core_settings_name_their_key_without_the_loader_parsing_text() -> None:
+    """The scorer is the scoring section itself (one source for its defaults), and a core
+    object's refusal carries its key: the loader places it under the section's path."""
+    import dataclasses
+
+    from streamwatch.errors import InvalidSetting
+    from streamwatch.normalize import Normalizer
+    from streamwatch.scoring import Scorer
+
+    assert parse(BASE).scoring == Scorer()
+    assert {f.name for f in dataclasses.fields(Scorer)} >= {"threshold", "warmup", "novelty"}
+    with pytest.raises(InvalidSetting) as caught:
+        Normalizer(target_clip=0.0)
+    assert (caught.value.key, caught.value.message) == ("normalization.target_clip", "must be > 0")
+    assert isinstance(caught.value, ValueError)  # callers outside the config still catch it
+    with pytest.raises(ConfigError) as err:
+        parse({**BASE, "scoring": {"long_window": 1}})
+    assert err.value.path == "scoring.long_window"
+    assert str(err.value) == "scoring.long_window: must be >= 2"

@@ -401,7 +401,7 @@ def test_the_window_is_configured_by_its_key() -> None:
     from streamwatch.errors import ConfigError
 
     base = {"model": {"path": "m"}, "input": {"source": "file"}}
-    assert parse({**base, "scoring": {"window": 2100}}).scoring.scorer().window == 2100
-    assert parse(base).scoring.scorer().window is None  # off by default
+    assert parse({**base, "scoring": {"window": 2100}}).scoring.window == 2100
+    assert parse(base).scoring.window is None  # off by default
     with pytest.raises(ConfigError, match=r"^scoring\.window: must be >= 50 or null$"):
         parse({**base, "scoring": {"window": 10}})

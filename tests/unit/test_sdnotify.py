@@ -224,7 +224,7 @@ def _daemon(records: list[Record], notifier: sdnotify.Notifier, where: Path | No
         }
     )
     model = load_model(EXAMPLE)
-    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring.scorer())
+    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring)
     source = MemorySource(records, batch_size=30)
     metrics = Metrics(CollectorRegistry())
     return Daemon(cfg, source, MemorySink(), engine, model.spec, metrics, notifier=notifier)
