@@ -42,7 +42,6 @@ class Verdicts:
     scale: np.ndarray  # (n, targets)
     score: np.ndarray  # in [0, 1]; 0 during warm-up
     anomaly: np.ndarray  # bool
-    seen: np.ndarray  # readings of the stream so far, this one included
     skipped: np.ndarray  # bool: out of order, not stepped (policy "skip")
 
 
@@ -107,7 +106,6 @@ class Engine:
         store.set_window(scorer.window_width)
         store.set_envelopes(model.spec.envelopes())
         self.max_rows = max_rows
-        self.model_calls = 0
         self.model_seconds = 0.0  # cumulative time inside the model, for metrics
         self.moved_streams = 0  # readings of a stream held for another partition
 
@@ -146,7 +144,6 @@ class Engine:
             scale=np.empty((n, n_t)),
             score=np.empty(n),
             anomaly=np.empty(n, bool),
-            seen=np.empty(n, np.int64),
             skipped=np.zeros(n, bool),
         )
         ts = None if timestamps is None else np.asarray(timestamps, np.float64)
@@ -179,7 +176,6 @@ class Engine:
             out.anomaly[skip] = False
             out.score[skip] = 0.0
             out.prediction[skip] = out.scale[skip] = np.nan
-            out.seen[skip] = store.norm[slots[skip], 0, 0].astype(np.int64)
             pos, s, t, last = pos[~late], s[~late], t[~late], last[~late]
         if policy.max_gap_seconds is not None and policy.on_gap == "reset":
             gap = s[(t - last) > policy.max_gap_seconds]
@@ -224,7 +220,6 @@ class Engine:
         t0 = time.perf_counter()
         mu, sigma, new_state = self.model.step(x_in, store.state[s])
         self.model_seconds += time.perf_counter() - t0
-        self.model_calls += 1
         store.state[s] = new_state
         store.norm[s] = stats.reshape(-1, n_t, 3)
         nxt, nxt_scale = self.normalizer.denormalize(
@@ -236,5 +231,4 @@ class Engine:
         store.scale[s] = nxt_scale.reshape(-1, n_t)
         store.serve[s] = rows
         out.prediction[pos], out.scale[pos], out.score[pos] = prediction, scale, score
-        out.seen[pos] = seen
         out.anomaly[pos] = flag

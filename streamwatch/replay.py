@@ -40,9 +40,7 @@ def replay(engine: Engine, rows: Rows, batch_size: int = 1024) -> Verdicts:
         )
     if not parts:
         empty = np.empty(0)
-        return Verdicts(
-            empty, empty, empty, np.empty(0, bool), np.empty(0, np.int64), np.empty(0, bool)
-        )
+        return Verdicts(empty, empty, empty, np.empty(0, bool), np.empty(0, bool))
     return Verdicts(
         *(np.concatenate([getattr(p, f) for p in parts]) for f in Verdicts.__dataclass_fields__)
     )

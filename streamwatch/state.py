@@ -63,7 +63,6 @@ class StateStore:
         self.n_targets = n_targets
         self.max_streams = max_streams
         self.evicted_lru = 0
-        self.evicted_idle = 0
         self._t0: float | None = None  # the clock's value at the first assign
         # stream id -> (2, targets) trained range, which a new slot of that stream starts with
         self.envelopes: dict[str, np.ndarray] = {}
@@ -273,7 +272,6 @@ class StateStore:
         self._note_gone(stale)
         for slot in stale.tolist():
             self._release(slot)
-        self.evicted_idle += len(stale)
         return len(stale)
 
     def _note_gone(self, slots: np.ndarray) -> None:
