@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -71,7 +71,6 @@ class Health:
     partitions_assigned: bool = False
     state_ready: bool = False
     broker_reachable: bool = True
-    detail: dict[str, str] = field(default_factory=dict)
 
     def beat(self) -> None:
         self.last_loop = self.clock()
