@@ -121,7 +121,10 @@ class Daemon:
         self.reload_requested = False
         self.batches = 0
         self._last_idle_sweep = clock()
+        self._restoring = 0  # partitions of an assignment whose checkpoint is still to read
         metrics.model_info.info({"name": spec.name, "version": spec.version})
+        # asked at each scrape, so that it says what /readyz would say then
+        metrics.ready.set_function(lambda: 1.0 if self.health.ready()[0] else 0.0)
 
     def stop(self) -> None:
         self.running = False
@@ -139,6 +142,7 @@ class Daemon:
         try:
             model = load_model(self.cfg.model.path, threads=self.cfg.model.threads)
         except ModelError as exc:
+            self.metrics.reloads.labels(outcome="failed").inc()
             log.warning("reload: keeping model %s %s: %s", self.spec.name, self.spec.version, exc)
             return False
         new, old = model.spec, self.spec
@@ -154,6 +158,7 @@ class Daemon:
             if a != b
         ]
         if why:
+            self.metrics.reloads.labels(outcome="failed").inc()
             log.warning(
                 "reload: keeping model %s %s: the new one does not fit the running state (%s)",
                 old.name,
@@ -167,6 +172,7 @@ class Daemon:
         self._model_id = checkpoint.model_identity(new)
         self._full = set(self._processed)
         self.metrics.model_info.info({"name": new.name, "version": new.version})
+        self.metrics.reloads.labels(outcome="ok").inc()
         log.info("reload: now serving model %s version %s", new.name, new.version)
         return True
 
@@ -262,11 +268,19 @@ class Daemon:
             self.source.start(dict.fromkeys(parts))
             return set()
         self.health.state_ready = False  # /readyz: "waiting for state" while restoring
+        self._restoring = len(parts)
+        self._export_pending()
         try:
             committed = self.source.committed_offsets(parts)
-            starts = {part: self._restore(part, committed.get(part)) for part in sorted(parts)}
+            starts = {}
+            for part in sorted(parts):
+                starts[part] = self._restore(part, committed.get(part))
+                self._restoring -= 1
+                self._export_pending()  # a scrape meanwhile (another thread) sees progress
         finally:
             self.health.state_ready = True
+            self._restoring = 0
+            self._export_pending()
         self.source.start(starts)
         return {part for part, offset in starts.items() if offset is not None}
 
@@ -318,6 +332,7 @@ class Daemon:
         for part in parts:
             self._quiet.pop(part, None)
             self._expect.pop(part, None)
+        self._export_pending()
         self.checkpoint(parts)
         owners = {self._owner_ids[p] for p in parts if p in self._owner_ids}
         dropped = self.engine.store.drop_owners(owners)
@@ -512,7 +527,9 @@ class Daemon:
         records = self.source.poll(self.poll_timeout_ms)
         now = self.clock()
         self._beat()
-        self.health.partitions_assigned = bool(self.source.assignment())
+        assigned = len(self.source.assignment())
+        self.health.partitions_assigned = assigned > 0
+        self.metrics.assigned_partitions.set(assigned)
         self.metrics.last_poll.set(now)
         if now - self._last_idle_sweep >= IDLE_SWEEP_SECONDS:
             self._last_idle_sweep = now
@@ -529,6 +546,9 @@ class Daemon:
             self._check_continuity(records)
         if not records:
             self.source.commit({})  # offsets held back while a commit was in flight go now
+            # lag too: a member stuck with nothing to read must still show its input growing
+            # (the positions and the fetched high-water marks are at hand: no broker call)
+            self._export_lag()
             return 0
         started = time.perf_counter()
         model_before = self.engine.model_seconds
@@ -615,6 +635,7 @@ class Daemon:
         self._processed.update(batch.offsets)
         for part in [p for p, end in self._quiet.items() if batch.offsets.get(p, -1) >= end]:
             del self._quiet[part]
+            self._export_pending()
             log.info("partition %s[%d]: state rebuilt up to the committed offset", *part)
         if self._outage_since is not None:
             self._recovered()
@@ -622,10 +643,17 @@ class Daemon:
         self.metrics.model_step_seconds.observe(batch.model_seconds)
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         self.metrics.end_to_end_seconds.observe_many(batch.latency)
-        for (topic, partition), lag in self.source.lag().items():
-            self.metrics.lag.labels(topic, str(partition)).set(lag)
+        self._export_lag()
         self.metrics.active_streams.set(len(self.engine.store))
         self.metrics.state_bytes.set(self.engine.store.nbytes())
+
+    def _export_lag(self) -> None:
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+
+    def _export_pending(self) -> None:
+        """Partitions whose state is not caught up: restoring now, or rebuilding."""
+        self.metrics.state_pending.set(self._restoring + len(self._quiet))
 
     def _recovered(self) -> None:
         assert self._outage_since is not None

@@ -1,18 +1,29 @@
 """One bundle of Prometheus metrics, built against an injected registry.
 
 Base units, ``_total`` counters, ``_seconds`` histograms, bounded labels only: never a stream id.
-Updated once per batch by the daemon, not per message.
+Updated once per batch by the daemon, not per message.  The registry also carries
+prometheus_client's process and platform collectors (``process_start_time_seconds``,
+``process_resident_memory_bytes``, ``python_info``): restarts and memory, for the alerts.
 """
 
 from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -48,6 +59,7 @@ _LATENCY = (
     300.0,
 )
 _SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
 
 
 class BatchHistogram(Collector):
@@ -96,10 +108,85 @@ class BatchHistogram(Collector):
         )
 
 
+def cgroup_memory_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")
+) -> int | None:
+    """The memory limit of this process's cgroup in bytes (systemd's ``MemoryMax=``, a
+    container's memory limit), the smallest along its path up to the root; None without one.
+    cgroup v2 (``memory.max``) or v1 (``memory/memory.limit_in_bytes``).
+
+    >>> cgroup_memory_limit(Path("/nonexistent"), Path("/nonexistent")) is None
+    True
+    """
+    try:
+        lines = (proc / "self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    paths: dict[str, str] = {}  # "" (v2) or "memory" (v1) -> the cgroup path, from the root
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path
+    found: list[int] = []
+    for base, name, key in (
+        (root, "memory.max", ""),
+        (root / "memory", "memory.limit_in_bytes", "memory"),
+    ):
+        # in a container the cgroup's own directory is mounted at the root: the path that
+        # /proc names (the host's) is not there, and the root's files are its own
+        rel = Path(paths.get(key, "/").lstrip("/"))
+        for d in [base / rel, *(base / p for p in rel.parents), base]:
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < _NO_LIMIT:
+                found.append(int(text))
+        if found:
+            break
+    return min(found) if found else None
+
+
+class MemoryLimit(Collector):
+    """``streamwatch_memory_limit_bytes``: the cgroup memory limit, read at each scrape (a
+    systemd ``MemoryMax=`` may be changed at run time).  The family is always described, with
+    no sample where there is no limit: the memory alert then has nothing to compare with.
+
+    >>> registry = CollectorRegistry()
+    >>> _ = MemoryLimit(registry, lambda: 2 << 30)
+    >>> registry.get_sample_value("streamwatch_memory_limit_bytes")
+    2147483648.0
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, limit: Callable[[], int | None] = cgroup_memory_limit
+    ) -> None:
+        self.limit = limit
+        registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "streamwatch_memory_limit_bytes",
+            "The memory limit of the daemon's cgroup (systemd MemoryMax=, the container's "
+            "limit); no sample without one.",
+        )
+        limit = self.limit()
+        if limit is not None:
+            family.add_metric([], float(limit))
+        yield family
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        memory_limit: Callable[[], int | None] = cgroup_memory_limit,
+    ) -> None:
         ns = "streamwatch"
         self.registry = registry
+        ProcessCollector(registry=registry)  # process_*: restarts, memory, descriptors
+        PlatformCollector(registry=registry)  # python_info
+        MemoryLimit(registry, memory_limit)
         self.consumed = Counter(
             "records_consumed",
             "Records polled from the input topics.",
@@ -253,3 +340,39 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.assigned_partitions = Gauge(
+            "assigned_partitions",
+            "Input partitions this member reads (0: none, a replica beyond the partition count "
+            "or one left out of the group).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "ready",
+            "1 while /readyz says ready (model loaded, partitions assigned, state ready, broker "
+            "answering), else 0.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.state_pending = Gauge(
+            "state_pending_partitions",
+            "Assigned partitions whose state is not caught up yet: being restored from their "
+            "checkpoint, or reading again up to the committed offset without output.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "offset_commit_failures",
+            "Offset commits the broker failed (each covered by the next that succeeds).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "model_reloads",
+            "Model reloads (SIGHUP), by outcome: ok (now served) or failed (the old one kept).",
+            ["outcome"],
+            namespace=ns,
+            registry=registry,
+        )
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(outcome=outcome)

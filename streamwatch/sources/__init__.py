@@ -56,7 +56,8 @@ class Source(Protocol):
         ...
 
     def lag(self) -> dict[Partition, int]:
-        """Records behind the end of each assigned partition, where known."""
+        """Records behind the end of each assigned partition, where known; asked after
+        every poll, empty ones too, so from what the client holds (no broker call)."""
         ...
 
     def close(self) -> None: ...

@@ -151,6 +151,7 @@ def install_patches(consumer: KafkaConsumer, metrics: Metrics | None = None) -> 
 class KafkaSource:
     def __init__(self, cfg: KafkaConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         check_extra_settings(cfg)
         try:
             self.consumer = KafkaConsumer(
@@ -219,6 +220,8 @@ class KafkaSource:
     def _committed(self, offsets: object, response: object) -> None:
         self._in_flight = False
         if isinstance(response, Exception):
+            if self.metrics is not None:
+                self.metrics.commit_failures.inc()
             self._sent = {}  # send again, a second from now
             self._retry_at = time.monotonic() + COMMIT_RETRY_SECONDS
             if self._failing_since is None:  # once per outage, not once a second
@@ -242,7 +245,12 @@ class KafkaSource:
     def commit_sync(self, timeout_ms: int = CLOSE_TIMEOUT_MS) -> None:
         """Commit the latest offsets and wait for the broker (not from the IO thread)."""
         if self._pending:
-            self.consumer.commit(_kafka_offsets(self._pending), timeout_ms=timeout_ms)
+            try:
+                self.consumer.commit(_kafka_offsets(self._pending), timeout_ms=timeout_ms)
+            except KafkaError:
+                if self.metrics is not None:
+                    self.metrics.commit_failures.inc()
+                raise
 
     def unreadable_topics(self, timeout_s: float = TOPIC_WAIT_SECONDS) -> dict[str, str]:
         """Input topics the ACLs do not let this client read.  Without this check the consumer
@@ -295,11 +303,17 @@ class KafkaSource:
             self.consumer.resume(*tps)
 
     def lag(self) -> dict[Partition, int]:
+        """From what the client holds (fetched high-water marks, positions): no broker call,
+        cheap enough for every poll, empty ones too."""
         out = {}
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)  # known once a fetch for tp has returned
-            if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp))
+            if end is None:
+                continue
+            # timeout 0: a position being reset (offset out of range) is not waited for
+            position = self.consumer.position(tp, timeout_ms=0)
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - position)
         return out
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """The alert rules and the Grafana dashboard against a real Prometheus (Debian's package,
 installed by `make test`): the rules load and pass their unit tests, the daemon's /metrics
 passes promtool's lint, a Prometheus server scrapes a running daemon, and every expression of
-the rules and the dashboard runs there and names only metrics the daemon exports."""
+the rules and the dashboard runs there and names only metrics the daemon exports; every
+dashboard expression returns data, unless it names a metric the daemon exports no sample of
+here (a file source has no consumer lag; a machine without a cgroup limit, no memory limit)."""
 
 from __future__ import annotations
 
@@ -116,7 +118,11 @@ def test_rules_and_dashboard_run_on_prometheus_scraping_the_daemon(
     daemon_metrics: int, tmp_path: Path
 ) -> None:
     text = _get(f"http://127.0.0.1:{daemon_metrics}/metrics").decode()
-    families = set(re.findall(r"^# TYPE (streamwatch_\w+) ", text, re.M))
+    families = set(re.findall(r"^# TYPE ((?:streamwatch|process)_\w+) ", text, re.M))
+    assert {"process_start_time_seconds", "process_resident_memory_bytes"} <= families
+    sampled = set(
+        re.findall(r"^((?:streamwatch|process)_\w+?)(?:_bucket|_count|_sum)?[{ ]", text, re.M)
+    )
     port = _free_port()
     config = tmp_path / "prometheus.yml"
     shutil.copy(RULES, tmp_path / "alerts.yml")
@@ -152,14 +158,24 @@ def test_rules_and_dashboard_run_on_prometheus_scraping_the_daemon(
                 pass
             time.sleep(0.5)
         assert value == 501.0  # scraped from the running daemon
+        while time.monotonic() < deadline:  # rate() needs two samples in its window
+            if query("count_over_time(up[5m]) >= 3")["data"]["result"]:
+                break
+            time.sleep(0.5)
         dead = query('streamwatch_dead_letters_total{reason="bad_json"}')["data"]["result"]
         assert float(dead[0]["value"][1]) == 1.0
-        for expr in _rule_exprs() + _dashboard_exprs():
+        dashboard = _dashboard_exprs()
+        for expr in _rule_exprs() + dashboard:
             answer = query(expr)
             assert answer["status"] == "success", (expr, answer)
-            for name in re.findall(r"\b(streamwatch_\w+)", expr):
+            names = re.findall(r"\b((?:streamwatch|process)_\w+)", expr)
+            for name in names:
                 family = re.sub(r"_(bucket|count|sum)$", "", name)
                 assert name in families or family in families, (name, expr)
+            if expr in dashboard and all(
+                re.sub(r"_(bucket|count|sum)$", "", n) in sampled for n in names
+            ):
+                assert answer["data"]["result"], f"no data: {expr}"
         rules = json.loads(_get(f"{api}/rules"))["data"]["groups"][0]["rules"]
         assert {r["name"] for r in rules} >= {"StreamwatchDown", "StreamwatchStalled"}
         assert all(r["health"] == "ok" for r in rules), rules

@@ -293,7 +293,7 @@ def _daemon(
         }
     )
     model = load_model(model_dir)
-    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring.scorer())
+    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring)
     source, sink, registry = MemorySource(records, batch), MemorySink(), CollectorRegistry()
     daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
     return daemon, source, sink, registry
@@ -510,3 +510,33 @@ def test_the_writer_writes_no_delta_on_a_segment_that_failed(tmp_path: Path) -> 
     ]
     got = checkpoint.restore(tmp_path / "in" / "0", MODEL)
     assert got is not None and got.offset == 40
+
+
+def test_partitions_waiting_for_state_are_exported_while_restored_and_rebuilt(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """streamwatch_state_pending_partitions: each partition counts from its assignment until
+    its state is restored and rebuilt up to the committed offset."""
+    records = _records(length=60)
+    first, first_source, _, _ = _daemon(model_dir, records, tmp_path)
+    _upto(first, 5 * 20)
+    first.checkpoint()
+    first.wait_checkpoints()
+    _upto(first, 5 * 40)  # committed past the checkpoint: the restart rebuilds
+    second, source, _, registry = _daemon(model_dir, records, tmp_path)
+    source.committed = dict(first_source.committed)
+    pending = "streamwatch_state_pending_partitions"
+    seen: list[float | None] = []
+    restore = second._restore
+
+    def watched(part: tuple[str, int], committed: int | None) -> int | None:
+        seen.append(registry.get_sample_value(pending))  # what a scrape now would read
+        return restore(part, committed)
+
+    second._restore = watched  # type: ignore[method-assign]
+    second.run_once()
+    assert seen == [2.0, 2.0]  # the first one restored, now to rebuild; the second to restore
+    assert registry.get_sample_value(pending) == 2.0  # both rebuilding
+    while second._quiet:
+        second.run_once()
+    assert registry.get_sample_value(pending) == 0.0

@@ -61,7 +61,7 @@ def _daemon(
     engine = Engine(
         model,
         StateStore(model.spec.state_size),
-        cfg.scoring.scorer(),
+        cfg.scoring,
     )
     source, sink, registry = MemorySource(records, batch_size=97), MemorySink(), CollectorRegistry()
     daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
@@ -253,7 +253,7 @@ def test_multivariate_messages_with_covariates(tmp_path: Path) -> None:
         cfg,
         MemorySource(records),
         sink,
-        Engine(model, StateStore.for_model(model.spec), cfg.scoring.scorer()),
+        Engine(model, StateStore.for_model(model.spec), cfg.scoring),
         model.spec,
         Metrics(CollectorRegistry()),
     )
@@ -296,6 +296,36 @@ def test_lag_is_reported_per_partition(model_dir: Path) -> None:
         for p in ("0", "1")
     }
     assert lags["0"] + lags["1"] == 200 - 97
+
+
+def test_lag_is_reported_on_empty_polls_too(model_dir: Path) -> None:
+    """A member that fetches nothing still shows its partitions' lag (what the input-stopped
+    alert watches), not the value of its last non-empty batch."""
+    daemon, source, _, registry = _daemon(model_dir, _records(n_streams=2, length=10))
+    source.batch_size = 0  # every poll comes back empty
+    assert daemon.run_once() == 0
+    lags = [
+        registry.get_sample_value(
+            "streamwatch_consumer_lag_records", {"topic": "in", "partition": p}
+        )
+        for p in ("0", "1")
+    ]
+    assert lags == [10.0, 10.0]
+
+
+def test_partitions_and_readiness_are_exported_as_readyz_says(model_dir: Path) -> None:
+    daemon, source, _, registry = _daemon(model_dir, _records(n_streams=2, length=10))
+    assert registry.get_sample_value("streamwatch_assigned_partitions") == 0.0
+    assert registry.get_sample_value("streamwatch_ready") == 0.0  # no partitions yet
+    daemon.run_once()
+    assert registry.get_sample_value("streamwatch_assigned_partitions") == 2.0
+    assert daemon.health.ready()[0]
+    assert registry.get_sample_value("streamwatch_ready") == 1.0
+    source.broker_up = False
+    daemon.run_once()
+    assert daemon.health.ready() == (False, "waiting for broker")
+    assert registry.get_sample_value("streamwatch_ready") == 0.0
+    assert registry.get_sample_value("streamwatch_state_pending_partitions") == 0.0
 
 
 def test_out_of_order_reading_goes_to_dead_letters(model_dir: Path) -> None:

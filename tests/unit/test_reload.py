@@ -55,7 +55,7 @@ def served(model_dir: Path, tmp_path: Path) -> tuple[Daemon, Path, CollectorRegi
         cfg,
         MemorySource(records),
         MemorySink(),
-        Engine(model, StateStore.for_model(model.spec), cfg.scoring.scorer()),
+        Engine(model, StateStore.for_model(model.spec), cfg.scoring),
         model.spec,
         Metrics(registry),
     )
@@ -76,12 +76,15 @@ def test_compatible_model_is_swapped_in_and_state_kept(
         registry.get_sample_value("streamwatch_model_info", {"name": "lstm", "version": "v2"})
         == 1.0
     )
+    reloads = "streamwatch_model_reloads_total"
+    assert registry.get_sample_value(reloads, {"outcome": "ok"}) == 1.0
+    assert registry.get_sample_value(reloads, {"outcome": "failed"}) == 0.0
 
 
 def test_incompatible_model_is_refused_with_the_reason(
     served: tuple[Daemon, Path, CollectorRegistry], caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon, live, _ = served
+    daemon, live, registry = served
     old = daemon.spec.version
     torch.manual_seed(0)
     data = export_onnx(Forecaster(1, 1, 8, 1).eval())
@@ -99,6 +102,9 @@ def test_incompatible_model_is_refused_with_the_reason(
         assert not daemon.reload()
     assert "sha256 mismatch" in caplog.text
     assert daemon.run_once() == 0  # still serving
+    reloads = "streamwatch_model_reloads_total"
+    assert registry.get_sample_value(reloads, {"outcome": "failed"}) == 2.0  # both refusals
+    assert registry.get_sample_value(reloads, {"outcome": "ok"}) == 0.0
 
 
 def test_sighup_reloads_a_running_daemon(model_dir: Path, tmp_path: Path) -> None:
