@@ -31,8 +31,8 @@ test: venv tools
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check streamwatch tests deploy bench
-	$(BIN)/ruff format --check streamwatch tests deploy bench
+	$(BIN)/ruff check streamwatch tests deploy bench docs
+	$(BIN)/ruff format --check streamwatch tests deploy bench docs
 	$(BIN)/mypy
 
 pytest: venv

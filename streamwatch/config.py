@@ -79,22 +79,22 @@ PRODUCER_RESERVED = frozenset(
 
 @dataclass(frozen=True)
 class KafkaConfig:
-    bootstrap_servers: str
-    input_topics: tuple[str, ...]
-    group_id: str = "streamwatch"
-    client_id: str = "streamwatch"
-    auto_offset_reset: str = "earliest"
-    max_poll_records: int = 2000
-    poll_timeout_ms: int = 500
-    security_protocol: str = "PLAINTEXT"
+    bootstrap_servers: str  # comma-separated host:port list
+    input_topics: tuple[str, ...]  # the topics of readings to consume
+    group_id: str = "streamwatch"  # replicas in one group share the partitions
+    client_id: str = "streamwatch"  # names this client in the broker's logs and quotas
+    auto_offset_reset: str = "earliest"  # where a group without offsets starts: or "latest"
+    max_poll_records: int = 2000  # records per poll, and so per engine batch
+    poll_timeout_ms: int = 500  # the longest a poll waits for records
+    security_protocol: str = "PLAINTEXT"  # or SSL, SASL_PLAINTEXT, SASL_SSL
     sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
-    sasl_username: str | None = None
+    sasl_username: str | None = None  # required with SASL_*
     sasl_password_env: str | None = None  # the *name* of the variable holding the password
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_key_password_env: str | None = None
-    ssl_check_hostname: bool = True
+    ssl_cafile: str | None = None  # PEM file of the CA to trust (SSL, SASL_SSL)
+    ssl_certfile: str | None = None  # client certificate (PEM), for brokers that ask for one
+    ssl_keyfile: str | None = None  # its private key (PEM)
+    ssl_key_password_env: str | None = None  # the *name* of the variable holding its password
+    ssl_check_hostname: bool = True  # the broker's certificate must name its host
     # how partitions are shared out: cooperative-sticky moves only what must move in a
     # rebalance; range or roundrobin (eager: every member gives up every partition) only to
     # move a group over from replicas that use them (kafka-python cannot mix the two)
@@ -102,9 +102,9 @@ class KafkaConfig:
     # static membership: a member that comes back under the same id within the session
     # timeout gets its partitions back with no rebalance; from the environment (a pod's name)
     group_instance_id: str | None = None
-    group_instance_id_env: str | None = None
-    consumer: dict[str, Any] = field(default_factory=dict)  # more kafka-python settings
-    producer: dict[str, Any] = field(default_factory=dict)
+    group_instance_id_env: str | None = None  # or the *name* of a variable holding it
+    consumer: dict[str, Any] = field(default_factory=dict)  # more kafka-python consumer settings
+    producer: dict[str, Any] = field(default_factory=dict)  # more kafka-python producer settings
 
     def check(self, path: str) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -195,15 +195,15 @@ def _secret(environ: Mapping[str, str], name: str | None, path: str) -> str:
 @dataclass(frozen=True)
 class InputConfig:
     source: str = "kafka"  # or "file": JSON lines from ``path`` ("-": standard input)
-    path: str = "-"
+    path: str = "-"  # file source: the file to read
     batch_size: int = 2000  # file source: lines per engine batch
-    stream_field: str = "stream"
-    timestamp_field: str = "ts"
+    stream_field: str = "stream"  # the message field that holds the stream id
+    timestamp_field: str = "ts"  # epoch seconds; the record's timestamp where absent
     value_fields: tuple[str, ...] = ("value",)  # one per model target, in the model's order
     covariate_fields: tuple[str, ...] = ()  # one per model covariate, in the model's order
-    stream_from_key: bool = False
-    max_message_bytes: int = 65536
-    max_stream_id_length: int = 256
+    stream_from_key: bool = False  # true: the record key is the stream id
+    max_message_bytes: int = 65536  # larger messages are dead-lettered (too_large)
+    max_stream_id_length: int = 256  # characters; longer ids are dead-lettered (bad_stream)
     # a reading dated more than this after the daemon's clock is dead-lettered
     # (future_timestamp) rather than stepped; null accepts any date
     max_future_seconds: float | None = 3600.0
@@ -222,8 +222,8 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = "models/example"
-    threads: int = 1
+    path: str = "models/example"  # the model artifact directory (model.onnx, model.json)
+    threads: int = 1  # ONNX Runtime intra-op threads
     max_rows: int = 512  # rows per ONNX call
 
     def check(self, path: str) -> None:
@@ -233,8 +233,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OutputsConfig:
-    anomalies_topic: str = "anomalies"
-    dead_letter_topic: str = "streamwatch-dead-letters"
+    anomalies_topic: str = "anomalies"  # flagged verdicts, keyed by stream id
+    dead_letter_topic: str = "streamwatch-dead-letters"  # messages that are not readings
     scores_topic: str | None = None  # every verdict, not only anomalies
     path: str = "-"  # file source: anomaly (and score) lines go here ("-": standard output)
     dead_letter_path: str = "-"  # file source: dead letters go here ("-": standard error)
@@ -251,9 +251,9 @@ class OutputsConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    max_streams: int = 1_000_000
-    idle_ttl_seconds: float = 86400.0
-    out_of_order: str = "skip"  # a reading older than its stream's last: skip (dead letter)
+    max_streams: int = 1_000_000  # past it the least recently seen streams are evicted
+    idle_ttl_seconds: float = 86400.0  # a stream silent this long is forgotten
+    out_of_order: str = "skip"  # a reading older than its stream's last: skip (dead letter), accept
     max_gap_seconds: float | None = None  # a longer silence is a gap ...
     on_gap: str = "reset"  # ... which resets the stream's LSTM state, or carry on
     # per-partition checkpoints of every stream's state (checkpoint.py); None: none kept
@@ -290,8 +290,8 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    host: str = "0.0.0.0"
-    port: int = 9108
+    host: str = "0.0.0.0"  # where /metrics, /healthz and /readyz are served
+    port: int = 9108  # 0: any free port
     liveness_seconds: float = 60.0  # /healthz fails when the loop has not run for this long
 
     def check(self, path: str) -> None:
@@ -302,8 +302,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "INFO"
-    format: str = "text"
+    level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
+    format: str = "text"  # or json: one JSON object a line (for Kubernetes)
 
     def check(self, path: str) -> None:
         if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

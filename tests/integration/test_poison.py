@@ -1,6 +1,6 @@
 """A corpus of poison messages, each between good readings, through the daemon on the real
 broker: the daemon stays up, every poison is dead-lettered with its reason (or accepted, as
-the README's Messages section documents), every good reading gets its verdict, and all
+docs/concepts.md's Dead letters section documents), every good reading gets its verdict, and all
 offsets are committed, so no restart replays a crash."""
 
 from __future__ import annotations
