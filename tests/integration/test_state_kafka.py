@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from support import Daemon, consume_all, free_port, metric, produce, wait_committed, wait_metric
+from support import (
+    Daemon,
+    consume_all,
+    free_port,
+    metric,
+    produce,
+    wait_committed,
+    wait_metric,
+    wait_ready,
+)
 
 from streamwatch import checkpoint
 from streamwatch.codec import MessageFormat
@@ -259,3 +268,95 @@ def test_a_joining_member_takes_only_its_share_and_a_static_member_restarts_unno
         for d in (a, b):
             if d is not None and d.proc.poll() is None:
                 d.terminate()
+
+
+def test_ten_kills_at_random_moments_change_no_verdict(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The fault suite's kill loop: input keeps arriving while the daemon (a static member,
+    checkpoints every 2 s) is killed -9 ten times, at a moment drawn at random after each
+    start: while it starts, joins, restores, rebuilds, processes or writes a checkpoint.
+    Afterwards every input has a verdict, and every verdict sent, including those sent again
+    for an uncommitted tail, equals an uninterrupted run's for the same record."""
+    bootstrap, state, port = kafka_bootstrap, tmp_path / "state", free_port()
+    config = _config(
+        tmp_path / "k.yaml",
+        bootstrap,
+        topics,
+        model_dir,
+        port,
+        state,
+        kafka_extra="  group_instance_id: killed\n",
+    )
+    config.write_text(config.read_text().replace("interval_seconds: 8", "interval_seconds: 2"))
+    rng = np.random.default_rng(20261203)
+    steps = np.linspace(0, 420, 12).astype(int)  # the first part, then one more per kill
+    produce(bootstrap, topics["readings"], _readings(0, int(steps[1])))
+    daemon = Daemon(config, tmp_path / "run-0.log")
+    try:  # first a checkpoint of every partition, so that no restart is a cold start
+        _wait_for(
+            "a checkpoint of every partition",
+            lambda: all(checkpoint.segments(state / topics["readings"] / str(p)) for p in range(3)),
+            90,
+        )
+        kills = []
+        for k in range(10):
+            produce(bootstrap, topics["readings"], _readings(int(steps[k + 1]), int(steps[k + 2])))
+            delay = float(rng.uniform(0.2, 6.0))
+            time.sleep(delay)  # the moment of the kill is what this test draws at random
+            daemon.proc.send_signal(signal.SIGKILL)
+            assert daemon.proc.wait(timeout=10) == -signal.SIGKILL
+            kills.append(f"{delay:.1f}s")
+            daemon = Daemon(config, tmp_path / f"run-{k + 1}.log")
+        wait_ready(port, 90)  # the last one joined and restored: then it has read everything
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+    finally:
+        code = daemon.terminate() if daemon.proc.poll() is None else daemon.proc.returncode
+    assert code == 0, daemon.output()
+    # each restart restored every partition (the first run alone started from nothing)
+    restarts = [(tmp_path / f"run-{k}.log").read_text() for k in range(1, 11)]
+    assert not [x for x in restarts if "start afresh" in x or "Traceback" in x], kills
+    rebuilt = sum("are read again without output" in x for x in restarts)
+    print(f"kills after {kills}; restarts that rebuilt state past their checkpoint: {rebuilt}")
+    assert rebuilt, kills  # the path under test: records between checkpoint and commit
+    everything = _readings(0, int(steps[-1]))
+
+    ref_port = free_port()
+    ref_config = _config(
+        tmp_path / "ref.yaml",
+        bootstrap,
+        topics,
+        model_dir,
+        ref_port,
+        None,
+        scores="reference",
+        group=topics["group"] + "-ref",
+    )
+    reference = Daemon(ref_config, tmp_path / "reference.log")
+    try:
+        wait_metric(ref_port, "streamwatch_records_consumed_total", len(everything), timeout=90)
+    finally:
+        assert reference.terminate() == 0, reference.output()
+    expected = {
+        (e["partition"], e["offset"]): e
+        for e in _verdicts(bootstrap, topics["reference"], len(everything))
+    }
+
+    def every_record(got: list) -> bool:
+        keys = {(e["partition"], e["offset"]) for e in map(json.loads, (r.value for r in got))}
+        return len(keys) >= len(expected)
+
+    got = [
+        json.loads(r.value)
+        for r in consume_all(bootstrap, topics["scores"], 0, timeout=60, until=every_record)
+    ]
+    assert {(e["partition"], e["offset"]) for e in got} == set(expected), kills  # none lost
+    for e in got:  # sent once or again, each the uninterrupted run's verdict
+        ref = expected[(e["partition"], e["offset"])]
+        assert e["stream"] == ref["stream"]
+        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), (kills, e)
+        if ref["prediction"] is None:
+            assert e["prediction"] is None, (kills, e)
+        else:
+            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
+        assert e["anomaly"] == ref["anomaly"], (kills, e)
