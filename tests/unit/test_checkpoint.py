@@ -12,20 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from support import memory_daemon, sine_records
 
 from streamwatch import checkpoint
 from streamwatch.config import parse
 from streamwatch.daemon import Daemon
-from streamwatch.engine import Engine
 from streamwatch.errors import ConfigError, SourceError
-from streamwatch.metrics import Metrics
-from streamwatch.model import load_model
 from streamwatch.records import Record
 from streamwatch.sinks.memory import MemorySink
 from streamwatch.sources.memory import MemorySource
 from streamwatch.state import StateStore
-
-from .test_daemon import _records
 
 MODEL = {"name": "m", "version": "1"}
 
@@ -273,30 +269,19 @@ def test_old_and_impossible_checkpoint_settings_are_refused_naming_the_key(
 # -- the daemon ----------------------------------------------------------------------------------
 
 
-def _daemon(
+def _checkpointing_daemon(
     model_dir: Path,
     records: list[Record],
     where: Path | None,
     batch: int = 97,
     interval: float = 3600.0,
 ) -> tuple[Daemon, MemorySource, MemorySink, CollectorRegistry]:
+    """memory_daemon with every verdict on topic "scores", checkpointing under ``where``
+    (None: not at all) every ``interval`` seconds."""
     state: dict[str, object] = {"checkpoint_interval_seconds": interval}
     if where is not None:
         state["checkpoint_dir"] = str(where)
-    cfg = parse(
-        {
-            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
-            "model": {"path": str(model_dir)},
-            "scoring": {"warmup": 50},
-            "outputs": {"scores_topic": "scores"},
-            "state": state,
-        }
-    )
-    model = load_model(model_dir)
-    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring)
-    source, sink, registry = MemorySource(records, batch), MemorySink(), CollectorRegistry()
-    daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
-    return daemon, source, sink, registry
+    return memory_daemon(model_dir, records, batch, outputs={"scores_topic": "scores"}, state=state)
 
 
 def _run(daemon: Daemon) -> None:
@@ -329,12 +314,12 @@ def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anythin
     checkpoint), restarted: the checkpoint's state is rebuilt up to the committed offsets
     without output, and every verdict from there equals the uninterrupted run's, the spike at
     150 included (a stream back in warm-up could not flag it)."""
-    records = _records(length=200, spike_at=150)
-    whole, _, whole_sink, _ = _daemon(model_dir, records, None)
+    records = sine_records(length=200, spike_at=150)
+    whole, _, whole_sink, _ = _checkpointing_daemon(model_dir, records, None)
     _run(whole)
     expected = _verdicts(whole_sink)
 
-    first, first_source, _, _ = _daemon(model_dir, records, tmp_path)
+    first, first_source, _, _ = _checkpointing_daemon(model_dir, records, tmp_path)
     _upto(first, 5 * 100)
     first.checkpoint()
     first.wait_checkpoints()
@@ -343,7 +328,7 @@ def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anythin
     committed = dict(first_source.committed)
     assert all(committed[p] > saved[p] for p in saved)
 
-    second, source, sink, registry = _daemon(model_dir, records, tmp_path)
+    second, source, sink, registry = _checkpointing_daemon(model_dir, records, tmp_path)
     source.committed = dict(committed)
     with caplog.at_level(logging.INFO, "streamwatch"):
         _run(second)
@@ -366,7 +351,7 @@ def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anythin
     assert registry.get_sample_value("streamwatch_state_restored_streams_total") == 5
 
     # without the checkpoint the same restart would have flagged nothing
-    cold, cold_source, cold_sink, _cold_registry = _daemon(model_dir, records, None)
+    cold, cold_source, cold_sink, _cold_registry = _checkpointing_daemon(model_dir, records, None)
     cold_source.committed = dict(committed)
     _run(cold)
     assert not any(e["anomaly"] for e in _verdicts(cold_sink).values())
@@ -375,12 +360,14 @@ def test_after_a_crash_state_resumes_from_the_checkpoint_without_sending_anythin
 def test_checkpoints_are_written_every_interval_and_at_the_stop(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    records = _records(length=60)
-    daemon, _, _, registry = _daemon(model_dir, records, tmp_path / "a", interval=1e-9)
+    records = sine_records(length=60)
+    daemon, _, _, registry = _checkpointing_daemon(
+        model_dir, records, tmp_path / "a", interval=1e-9
+    )
     daemon.run(max_polls=3)
     often = checkpoint.segments(tmp_path / "a" / "in" / "0")
     assert len(often) >= 3 and often[0][1] and not any(full for _, full, _ in often[1:])
-    daemon, _, _, _ = _daemon(model_dir, records, tmp_path / "b")
+    daemon, _, _, _ = _checkpointing_daemon(model_dir, records, tmp_path / "b")
     daemon.run(max_polls=3)
     once = checkpoint.segments(tmp_path / "b" / "in" / "0")
     assert len(once) == 1  # at the stop only
@@ -390,8 +377,8 @@ def test_checkpoints_are_written_every_interval_and_at_the_stop(
 def test_a_revoked_partition_is_saved_and_comes_back_with_its_state(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    records = _records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
-    daemon, source, _, registry = _daemon(model_dir, records, tmp_path)
+    records = sine_records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
+    daemon, source, _, registry = _checkpointing_daemon(model_dir, records, tmp_path)
     while daemon.run_once():
         pass
     store = daemon.engine.store
@@ -431,7 +418,7 @@ def checkpoint_event(kind: str, parts: set[tuple[str, int]]) -> object:
 
 
 def test_no_checkpoint_after_a_failed_batch(model_dir: Path, tmp_path: Path) -> None:
-    daemon, _, sink, _ = _daemon(model_dir, _records(length=60), tmp_path)
+    daemon, _, sink, _ = _checkpointing_daemon(model_dir, sine_records(length=60), tmp_path)
 
     def refuse(msg: object) -> None:
         raise SourceError("sending to 'scores' failed: refused")
@@ -448,8 +435,8 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_counted_and_the_run_goes_
 ) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0").write_text("")  # a file where partition 0's directory goes
-    records = _records(length=60)
-    daemon, _, sink, registry = _daemon(model_dir, records, tmp_path, interval=1e-9)
+    records = sine_records(length=60)
+    daemon, _, sink, registry = _checkpointing_daemon(model_dir, records, tmp_path, interval=1e-9)
     with caplog.at_level(logging.INFO, "streamwatch"):
         _run(daemon)
     assert "checkpoints not written (the last good ones stay): in[0]:" in caplog.text
@@ -464,13 +451,13 @@ def test_a_partition_whose_records_after_the_checkpoint_are_gone_starts_afresh(
 ) -> None:
     """Retention deleted the records after partition 1's checkpoint while it was away: the
     state would skip readings, so its streams start afresh (counted); partition 0's continue."""
-    records = _records(length=200, spike_at=150)
-    first, _, _, _ = _daemon(model_dir, records[: 5 * 120], tmp_path)
+    records = sine_records(length=200, spike_at=150)
+    first, _, _, _ = _checkpointing_daemon(model_dir, records[: 5 * 120], tmp_path)
     _run(first)  # the stop checkpoints both partitions: 0 at 360, 1 at 240
     rest = [r for r in records if r.partition == 0] + [
         r for r in records if r.partition == 1 and r.offset >= 244
     ]
-    second, _, sink, registry = _daemon(model_dir, rest, tmp_path)
+    second, _, sink, registry = _checkpointing_daemon(model_dir, rest, tmp_path)
     with caplog.at_level(logging.INFO, "streamwatch"):
         _run(second)
     assert (
@@ -517,13 +504,13 @@ def test_partitions_waiting_for_state_are_exported_while_restored_and_rebuilt(
 ) -> None:
     """streamwatch_state_pending_partitions: each partition counts from its assignment until
     its state is restored and rebuilt up to the committed offset."""
-    records = _records(length=60)
-    first, first_source, _, _ = _daemon(model_dir, records, tmp_path)
+    records = sine_records(length=60)
+    first, first_source, _, _ = _checkpointing_daemon(model_dir, records, tmp_path)
     _upto(first, 5 * 20)
     first.checkpoint()
     first.wait_checkpoints()
     _upto(first, 5 * 40)  # committed past the checkpoint: the restart rebuilds
-    second, source, _, registry = _daemon(model_dir, records, tmp_path)
+    second, source, _, registry = _checkpointing_daemon(model_dir, records, tmp_path)
     source.committed = dict(first_source.committed)
     pending = "streamwatch_state_pending_partitions"
     seen: list[float | None] = []

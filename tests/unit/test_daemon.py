@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from support import memory_daemon, sine_records
 
 from streamwatch.codec import MessageFormat
 from streamwatch.config import parse
@@ -22,55 +22,9 @@ from streamwatch.sources.memory import MemorySource
 from streamwatch.state import StateStore
 
 
-def _records(n_streams: int = 5, length: int = 400, spike_at: int = 300) -> list[Record]:
-    fmt = MessageFormat()
-    t = np.arange(length)
-    out = []
-    offset = {0: 0, 1: 0}
-    for i in range(length):
-        for s in range(n_streams):
-            x = 100.0 * (s + 1) + 20.0 * np.sin(2 * np.pi * t[i] / 288 + s) + 0.1 * np.cos(i * 1.7)
-            if i == spike_at and s % 2 == 0:
-                x += 200.0 * (s + 1)
-            part = s % 2
-            out.append(
-                Record(
-                    "in",
-                    part,
-                    offset[part],
-                    1_700_000_000_000 + i * 300_000,
-                    f"s{s}".encode(),
-                    fmt.encode(f"s{s}", 1.7e9 + i * 300.0, float(x)),
-                )
-            )
-            offset[part] += 1
-    return out
-
-
-def _daemon(
-    model_dir: Path, records: list[Record]
-) -> tuple[Daemon, MemorySource, MemorySink, CollectorRegistry]:
-    cfg = parse(
-        {
-            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
-            "model": {"path": str(model_dir)},
-            "scoring": {"warmup": 50},
-        }
-    )
-    model = load_model(model_dir)
-    engine = Engine(
-        model,
-        StateStore(model.spec.state_size),
-        cfg.scoring,
-    )
-    source, sink, registry = MemorySource(records, batch_size=97), MemorySink(), CollectorRegistry()
-    daemon = Daemon(cfg, source, sink, engine, model.spec, Metrics(registry), clock=lambda: 2e9)
-    return daemon, source, sink, registry
-
-
 def test_spikes_become_anomaly_events(model_dir: Path) -> None:
-    records = _records()
-    daemon, source, sink, registry = _daemon(model_dir, records)
+    records = sine_records()
+    daemon, source, sink, registry = memory_daemon(model_dir, records)
     while daemon.run_once():
         pass
     events = [json.loads(m.value) for m in sink.topic("anomalies")]
@@ -92,13 +46,13 @@ def test_spikes_become_anomaly_events(model_dir: Path) -> None:
 
 
 def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
-    good = _records(n_streams=1, length=3)
+    good = sine_records(n_streams=1, length=3)
     bad = [
         Record("in", 0, 10, 0, b"k", b"{oops", [("trace", b"1"), ("null", None)]),
         Record("in", 0, 11, 0, None, b'{"stream":"a","ts":1,"value":NaN}'),
         Record("in", 1, 12, 0, None, b'{"stream":"a","ts":1}'),
     ]
-    daemon, source, sink, registry = _daemon(model_dir, good + bad)
+    daemon, source, sink, registry = memory_daemon(model_dir, good + bad)
     daemon.run_once()
     dead = sink.topic("streamwatch-dead-letters")
     assert [dict(m.headers)["streamwatch.reason"] for m in dead] == [
@@ -117,14 +71,14 @@ def test_bad_messages_go_to_dead_letters_with_reason(model_dir: Path) -> None:
 
 
 def test_commit_happens_after_flush(model_dir: Path) -> None:
-    records = _records(n_streams=2, length=200, spike_at=150)
+    records = sine_records(n_streams=2, length=200, spike_at=150)
 
     class CheckingSource(MemorySource):
         def commit(self, offsets):  # type: ignore[no-untyped-def]
             assert not sink.pending, "offsets committed before outputs were acknowledged"
             super().commit(offsets)
 
-    daemon, _, sink, _ = _daemon(model_dir, [])
+    daemon, _, sink, _ = memory_daemon(model_dir, [])
     daemon.source = CheckingSource(records, batch_size=50)
     while daemon.run_once():
         pass
@@ -133,7 +87,7 @@ def test_commit_happens_after_flush(model_dir: Path) -> None:
 
 
 def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -> None:
-    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon, source, _, _ = memory_daemon(model_dir, sine_records(n_streams=1, length=10))
     daemon.sink = MemorySink(existing={"in", "anomalies", "streamwatch-dead-letters"})
     daemon.check_topics()
     daemon.sink = MemorySink()  # a broker that creates topics on first use
@@ -165,7 +119,7 @@ def test_missing_output_topics_are_named_by_their_config_keys(model_dir: Path) -
 
 
 def test_output_topics_the_acls_deny_are_named_apart_from_missing_ones(model_dir: Path) -> None:
-    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon, source, _, _ = memory_daemon(model_dir, sine_records(n_streams=1, length=10))
     daemon.sink = MemorySink(existing={"streamwatch-dead-letters"}, denied={"anomalies"})
     with pytest.raises(SourceError) as caught:
         daemon.check_topics()
@@ -185,7 +139,7 @@ def test_output_topics_the_acls_deny_are_named_apart_from_missing_ones(model_dir
 
 
 def test_input_topics_the_acls_deny_come_first_in_the_one_line(model_dir: Path) -> None:
-    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
+    daemon, source, _, _ = memory_daemon(model_dir, sine_records(n_streams=1, length=10))
     daemon.source = MemorySource(source.pending, denied={"in"})
     daemon.sink = MemorySink(existing={"streamwatch-dead-letters"})
     with pytest.raises(SourceError) as caught:
@@ -198,10 +152,56 @@ def test_input_topics_the_acls_deny_come_first_in_the_one_line(model_dir: Path) 
     assert len(daemon.source.pending) == 10
 
 
-def test_run_stops_and_closes(model_dir: Path) -> None:
-    daemon, source, _, _ = _daemon(model_dir, _records(n_streams=1, length=10))
-    daemon.run(max_polls=5)
-    assert source.closed
+class _ClosingSink(MemorySink):
+    """A MemorySink that says whether it was closed, and how many outputs it still held then
+    (its close flushes them: they would not have gone out with their batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        self.held_at_close: int | None = None
+
+    def close(self) -> None:
+        self.held_at_close = len(self.pending)
+        super().close()
+        self.closed = True
+
+
+def test_run_stops_and_closes(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop while a poll waits (what SIGTERM does) ends the run after that batch: its
+    outputs are delivered, its offsets committed (the final commit: every record consumed,
+    none beyond), and the source and the sink are closed."""
+    records = sine_records(n_streams=2, length=300)  # 600 records: seven polls of 97
+    sink = _ClosingSink()
+    daemon, source, _, registry = memory_daemon(
+        model_dir, records, sink=sink, outputs={"scores_topic": "scores"}
+    )
+    polls = 0
+    poll = source.poll
+
+    def poll_then_stop(timeout_ms: int) -> list[Record]:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            daemon.stop()
+        return poll(timeout_ms)
+
+    monkeypatch.setattr(source, "poll", poll_then_stop)
+    daemon.run(max_polls=50)  # the limit only keeps a run that ignores the stop from hanging
+    assert polls == 3  # stopped by the stop, after the batch in hand
+    consumed = records[: 3 * 97]
+    assert registry.get_sample_value("streamwatch_records_consumed_total") == len(consumed)
+    ends: dict[tuple[str, int], int] = {}
+    for r in consumed:
+        ends[(r.topic, r.partition)] = r.offset + 1
+    assert ends == {("in", 0): 146, ("in", 1): 145}
+    assert source.committed == ends  # the last batch's offsets committed, nothing beyond
+    verdicts = [json.loads(m.value) for m in sink.topic("scores")]
+    assert sorted((v["partition"], v["offset"]) for v in verdicts) == sorted(
+        (r.partition, r.offset) for r in consumed
+    )  # every record consumed has its verdict delivered ...
+    assert sink.held_at_close == 0  # ... with its batch, not by the close
+    assert sink.closed and source.closed
 
 
 def test_multivariate_messages_with_covariates(tmp_path: Path) -> None:
@@ -270,8 +270,8 @@ def test_multivariate_messages_with_covariates(tmp_path: Path) -> None:
 
 
 def test_revoked_partitions_drop_their_streams_state(model_dir: Path) -> None:
-    records = _records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
-    daemon, source, _, registry = _daemon(model_dir, records)
+    records = sine_records(n_streams=4, length=30)  # s0, s2 on partition 0; s1, s3 on 1
+    daemon, source, _, registry = memory_daemon(model_dir, records)
     while daemon.run_once():
         pass
     store = daemon.engine.store
@@ -287,7 +287,7 @@ def test_revoked_partitions_drop_their_streams_state(model_dir: Path) -> None:
 
 
 def test_lag_is_reported_per_partition(model_dir: Path) -> None:
-    daemon, _, _, registry = _daemon(model_dir, _records(n_streams=2, length=100))
+    daemon, _, _, registry = memory_daemon(model_dir, sine_records(n_streams=2, length=100))
     daemon.run_once()  # 97 of 200 records
     lags = {
         p: registry.get_sample_value(
@@ -301,7 +301,7 @@ def test_lag_is_reported_per_partition(model_dir: Path) -> None:
 def test_lag_is_reported_on_empty_polls_too(model_dir: Path) -> None:
     """A member that fetches nothing still shows its partitions' lag (what the input-stopped
     alert watches), not the value of its last non-empty batch."""
-    daemon, source, _, registry = _daemon(model_dir, _records(n_streams=2, length=10))
+    daemon, source, _, registry = memory_daemon(model_dir, sine_records(n_streams=2, length=10))
     source.batch_size = 0  # every poll comes back empty
     assert daemon.run_once() == 0
     lags = [
@@ -314,7 +314,7 @@ def test_lag_is_reported_on_empty_polls_too(model_dir: Path) -> None:
 
 
 def test_partitions_and_readiness_are_exported_as_readyz_says(model_dir: Path) -> None:
-    daemon, source, _, registry = _daemon(model_dir, _records(n_streams=2, length=10))
+    daemon, source, _, registry = memory_daemon(model_dir, sine_records(n_streams=2, length=10))
     assert registry.get_sample_value("streamwatch_assigned_partitions") == 0.0
     assert registry.get_sample_value("streamwatch_ready") == 0.0  # no partitions yet
     daemon.run_once()
@@ -332,7 +332,7 @@ def test_out_of_order_reading_goes_to_dead_letters(model_dir: Path) -> None:
     fmt = MessageFormat()
     records = [Record("in", 0, i, 0, None, fmt.encode("a", 100.0 + i, 1.0)) for i in range(10)]
     records.append(Record("in", 0, 10, 0, None, fmt.encode("a", 50.0, 1.0)))
-    daemon, source, sink, registry = _daemon(model_dir, records)
+    daemon, source, sink, registry = memory_daemon(model_dir, records)
     daemon.run_once()
     dead = sink.topic("streamwatch-dead-letters")
     assert [dict(m.headers)["streamwatch.offset"] for m in dead] == [b"10"]
@@ -372,23 +372,16 @@ def _flaky_daemon(
     import streamwatch.daemon as daemon_module
 
     monkeypatch.setattr(daemon_module, "BACKOFF_SECONDS", (0.001, 0.004))
-    daemon, source, _, registry = _daemon(model_dir, records)
-    daemon.cfg = parse(
-        {
-            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
-            "model": {"path": str(model_dir)},
-            "scoring": {"warmup": 50},
-            "outputs": {"scores_topic": "scores"},
-        }
+    daemon, source, _, registry = memory_daemon(
+        model_dir, records, sink=sink, outputs={"scores_topic": "scores"}
     )
-    daemon.sink = sink
     return daemon, source, registry
 
 
 def test_a_broker_away_is_waited_out_and_nothing_is_lost_or_doubled(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    records = _records(n_streams=3, length=100)
+    records = sine_records(n_streams=3, length=100)
     sink = _FlakySink(failures=5)
     daemon, source, registry = _flaky_daemon(model_dir, records, sink, monkeypatch)
     seen: list[tuple[bool, dict]] = []
@@ -419,7 +412,7 @@ def test_a_stop_while_the_broker_is_away_commits_nothing_of_the_batch_in_hand(
 ) -> None:
     sink = _FlakySink(failures=10**9)
     daemon, source, _ = _flaky_daemon(
-        model_dir, _records(n_streams=2, length=20), sink, monkeypatch
+        model_dir, sine_records(n_streams=2, length=20), sink, monkeypatch
     )
     sink.on_failure.append(lambda: sink.failed == 3 and daemon.stop())
     daemon.run()  # returns: a stop is not held up by the broker
@@ -432,7 +425,7 @@ def test_an_error_that_needs_an_operator_ends_the_run(
 ) -> None:
     sink = _FlakySink(failures=2, retriable=False)  # and the last try at the stop
     daemon, source, _ = _flaky_daemon(
-        model_dir, _records(n_streams=2, length=20), sink, monkeypatch
+        model_dir, sine_records(n_streams=2, length=20), sink, monkeypatch
     )
     with pytest.raises(SourceError):
         daemon.run()
@@ -446,7 +439,7 @@ def test_verdicts_are_strict_json_and_future_readings_are_dead_lettered(model_di
     values = [fmt.encode("a", 1.7e9 + i, 1.0) for i in range(3)]
     values.insert(1, fmt.encode("a", 32503680000.0, 1.0))  # the year 3000
     records = [Record("in", 0, i, 0, None, v) for i, v in enumerate(values)]
-    daemon, source, sink, registry = _daemon(model_dir, records)
+    daemon, source, sink, registry = memory_daemon(model_dir, records)
     daemon.cfg = parse(
         {
             "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
@@ -479,10 +472,10 @@ def test_a_stream_read_on_a_second_partition_is_counted_and_its_state_moves(
 ) -> None:
     """The invariant: a stream's readings arrive on one partition.  A producer that breaks it
     is visible in a metric, and the stream's state follows its latest partition."""
-    records = _records(n_streams=2, length=60)  # s0 on partition 0, s1 on 1; batches of 97
+    records = sine_records(n_streams=2, length=60)  # s0 on partition 0, s1 on 1; batches of 97
     fmt = MessageFormat()
     stray = Record("in", 1, 60, 0, b"s0", fmt.encode("s0", 1.7e9 + 60 * 300.0, 100.0))
-    daemon, _, _, registry = _daemon(model_dir, [*records, stray])
+    daemon, _, _, registry = memory_daemon(model_dir, [*records, stray])
     while daemon.run_once():
         pass
     assert registry.get_sample_value("streamwatch_stream_partition_conflicts_total") == 1

@@ -364,9 +364,14 @@ def test_sweep_equals_brute_force_over_every_threshold(profile: Profile) -> None
 def test_sweep_on_noise_does_no_worse_than_flagging_nothing() -> None:
     scores, _, windows = _corpus(4)
     best_t, best = nab_sweep(scores, windows, STANDARD)
-    assert best >= 0.0
-    if best_t == math.inf:
-        assert best == 0.0
+    # Scored by nab_score itself, not taken from the sweep: what the chosen threshold flags,
+    # what flagging nothing earns, and what a careless threshold (every row) costs on noise.
+    chosen = nab_score([s >= best_t for s in scores], windows, STANDARD)
+    nothing = nab_score([np.zeros(len(s), dtype=bool) for s in scores], windows, STANDARD)
+    everything = nab_score([np.ones(len(s), dtype=bool) for s in scores], windows, STANDARD)
+    assert nothing == 0.0 and everything < nothing  # here a threshold can do worse than none
+    assert chosen == pytest.approx(best, abs=1e-9)  # the sweep reports its choice's own score
+    assert chosen >= nothing
     # With no candidate but +inf, nothing is flagged: exactly the null detector.
     assert nab_sweep(scores, windows, STANDARD, thresholds=[]) == (math.inf, 0.0)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+from support import served_port, wait_log, wait_metric, wait_ready
 
 from streamwatch.codec import MessageFormat
 
@@ -88,36 +93,54 @@ def test_fields_must_match_the_model(tmp_path: Path) -> None:
     assert b"input.covariate_fields: model example takes 0 covariate(s)" in r.stderr
 
 
-def test_idle_pipe_does_not_spin_and_second_sigint_forces_exit(tmp_path: Path) -> None:
-    import os
-    import signal
-    import time
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def test_idle_pipe_does_not_spin_and_second_sigint_forces_exit(tmp_path: Path) -> None:
+    """Ready and waiting on a silent standard input, the daemon uses next to no CPU.  A drain
+    that cannot finish (its batch's verdicts go to a standard output that nobody reads and
+    that is full) holds it after a first SIGINT; a second one ends it at once, with 130."""
     cfg = _config(tmp_path)
-    cfg.write_text(cfg.read_text().replace(f'"{tmp_path / "in.jsonl"}"', '"-"'))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    text = cfg.read_text().replace(f'"{tmp_path / "in.jsonl"}"', '"-"')
+    text = text.replace(f'"{tmp_path / "out.jsonl"}"', '"-"')
+    cfg.write_text(text.replace("outputs:\n", "outputs:\n  scores_topic: scores\n"))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    assert proc.stdin is not None and proc.stdout is not None
+    fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)  # full after some 15 verdicts
     try:
-        time.sleep(3.0)  # started; its input is open and silent
-        ticks = os.sysconf("SC_CLK_TCK")
-        with open(f"/proc/{proc.pid}/stat") as f:
-            before = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
-        time.sleep(2.0)
-        with open(f"/proc/{proc.pid}/stat") as f:
-            after = sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
-        assert (after - before) / ticks < 0.5  # waiting, not spinning (< 25 % of a core)
-        proc.send_signal(signal.SIGINT)  # drains: the loop ends after its current wait ...
-        time.sleep(0.05)  # (two signals sent at once would merge into one)
+        port = served_port(log, timeout=60, proc=proc)
+        wait_ready(port, timeout=60)  # started: reading its input, which is open and silent
+        before = _cpu_seconds(proc.pid)
+        time.sleep(2.0)  # the window measured
+        assert _cpu_seconds(proc.pid) - before < 0.5  # waiting, not spinning (< 25 % of a core)
+
+        # 300 readings, 18 kB: one write into the empty input pipe, read whole as one batch,
+        # whose 78 kB of verdicts cannot all go into the full output: it is held writing them
+        lines = _lines(n=150)
+        proc.stdin.write(b"\n".join(lines) + b"\n")
+        proc.stdin.flush()
+        wait_metric(port, "streamwatch_records_consumed_total", len(lines), timeout=60)
+        proc.send_signal(signal.SIGINT)  # drains: the batch in hand must be written first ...
+        wait_log(log, "SIGINT: draining", timeout=30, proc=proc)
+        assert proc.poll() is None  # ... which it cannot be
         proc.send_signal(signal.SIGINT)  # ... unless a second interrupt forces the exit
         assert proc.wait(timeout=10) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+    assert "second interrupt: exiting now without draining" in log.read_text(), log.read_text()
 
 
 def test_an_envelope_the_model_cannot_give_is_warned_about(tmp_path: Path) -> None:

@@ -7,14 +7,14 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
+from support import Daemon as Process
+from support import metric, wait_metric
 
 from streamwatch.codec import MessageFormat
 from streamwatch.config import parse
@@ -30,6 +30,10 @@ from streamwatch.sources.memory import MemorySource
 from streamwatch.state import StateStore
 from streamwatch.train.export import export_onnx
 from streamwatch.train.module import Forecaster
+
+
+def _version_of(path: Path) -> str:
+    return str(json.loads((path / "model.json").read_text())["version"])
 
 
 def _version(path: Path, version: str) -> None:
@@ -108,27 +112,37 @@ def test_incompatible_model_is_refused_with_the_reason(
 
 
 def test_sighup_reloads_a_running_daemon(model_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP, sent once the daemon serves and has taken a reading: the next turn of its loop
+    (an idle file source turns it every poll timeout) serves the new model, said in its log
+    and its metrics; the end of its input then stops it cleanly."""
     live = Path(shutil.copytree(model_dir, tmp_path / "live"))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f'input: {{source: file}}\nmodel: {{path: "{live}"}}\n'
         "metrics: {host: 127.0.0.1, port: 0}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamwatch", "run", "--config", str(cfg)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    fmt = MessageFormat()
-    proc.stdin.write(fmt.encode("a", 1.0, 1.0) + b"\n")
-    proc.stdin.flush()
-    time.sleep(2.0)  # let it start and take the first line
-    _version(live, "hup")
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
-    # one more line turns the loop, which reloads; the end of the input stops the daemon
-    _, err = proc.communicate(input=fmt.encode("a", 2.0, 1.0) + b"\n", timeout=60)
-    assert proc.returncode == 0, err.decode()
-    assert b"reload: now serving model lstm version hup" in err
+    daemon = Process(cfg, tmp_path / "daemon.log", stdin=subprocess.PIPE)
+    stdin = daemon.proc.stdin
+    assert stdin is not None
+    try:
+        fmt = MessageFormat()
+        stdin.write(fmt.encode("a", 1.0, 1.0) + b"\n")
+        stdin.flush()
+        port = daemon.port()
+        # the loop runs (its signal handlers are in place) and has served the old model
+        wait_metric(port, "streamwatch_records_consumed_total", 1, timeout=60)
+        old = metric(port, "streamwatch_model_info", f'name="lstm",version="{_version_of(live)}"')
+        assert old == 1.0
+        _version(live, "hup")
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_output("reload: now serving model lstm version hup", timeout=30)
+        assert metric(port, "streamwatch_model_reloads_total", 'outcome="ok"') == 1.0
+        assert metric(port, "streamwatch_model_info", 'name="lstm",version="hup"') == 1.0
+        stdin.close()  # the end of the input stops the daemon
+        code = daemon.exit_code(timeout=60)
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.terminate()
+    output = daemon.output()
+    assert code == 0, output
+    assert "SIGHUP: reloading the model after this batch" in output, output

@@ -20,21 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
-from support import RUNNER
+from support import RUNNER, memory_daemon
 
 from streamwatch import checkpoint, sdnotify
 from streamwatch import daemon as daemon_module
 from streamwatch.codec import MessageFormat
-from streamwatch.config import parse
 from streamwatch.daemon import Daemon
-from streamwatch.engine import Engine
-from streamwatch.metrics import Metrics
-from streamwatch.model import load_model
 from streamwatch.records import Record
-from streamwatch.sinks.memory import MemorySink
-from streamwatch.sources.memory import MemorySource
-from streamwatch.state import StateStore
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "models/example"
 Make = Callable[..., sdnotify.Notifier]  # the notifier fixture: Notifier.from_env's arguments
@@ -214,20 +206,11 @@ def _records(n_streams: int = 3, length: int = 40) -> list[Record]:
     ]
 
 
-def _daemon(records: list[Record], notifier: sdnotify.Notifier, where: Path | None) -> Daemon:
+def _notifying_daemon(
+    records: list[Record], notifier: sdnotify.Notifier, where: Path | None
+) -> Daemon:
     state: dict[str, object] = {} if where is None else {"checkpoint_dir": str(where)}
-    cfg = parse(
-        {
-            "kafka": {"bootstrap_servers": "unused:9092", "input_topics": ["in"]},
-            "model": {"path": str(EXAMPLE)},
-            "state": state,
-        }
-    )
-    model = load_model(EXAMPLE)
-    engine = Engine(model, StateStore(model.spec.state_size), cfg.scoring)
-    source = MemorySource(records, batch_size=30)
-    metrics = Metrics(CollectorRegistry())
-    return Daemon(cfg, source, MemorySink(), engine, model.spec, metrics, notifier=notifier)
+    return memory_daemon(EXAMPLE, records, 30, notifier=notifier, state=state)[0]
 
 
 def test_the_loop_says_ready_then_pings_then_stopping_then_asks_time_for_checkpoints(
@@ -261,7 +244,7 @@ def test_the_loop_says_ready_then_pings_then_stopping_then_asks_time_for_checkpo
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     records = _records()
-    daemon = _daemon(records, told, tmp_path / "state")
+    daemon = _notifying_daemon(records, told, tmp_path / "state")
     daemon.run(max_polls=len(records) // 30 + 2)
     watcher.join(30)
     assert release.is_set()
@@ -283,7 +266,7 @@ def test_a_loop_waiting_out_a_broker_outage_still_feeds_the_watchdog(
     A loop stuck inside a call would not, and systemd would restart it."""
     sock, name = abstract
     env = {"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "1000000"}
-    daemon = _daemon(_records(), notifier(env, clock=_ticks(1.0).__next__), None)
+    daemon = _notifying_daemon(_records(), notifier(env, clock=_ticks(1.0).__next__), None)
     daemon.running = True
     daemon._wait(0.25)  # not ready yet: systemd's watchdog is not armed before READY=1
     assert _received(sock) == []
