@@ -28,7 +28,7 @@ import numpy as np
 from streamwatch import checkpoint, events, sdnotify
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
-from streamwatch.engine import Engine, Verdicts
+from streamwatch.engine import Engine, StepModel, Verdicts
 from streamwatch.errors import DecodeError, ModelError, SourceError
 from streamwatch.http import Health
 from streamwatch.metrics import Metrics
@@ -64,6 +64,20 @@ class _Unsettled:
     model_seconds: float
 
 
+class TimedModel:
+    """A model whose steps are timed (``seconds``, cumulative), for the daemon's metrics."""
+
+    def __init__(self, model: StepModel) -> None:
+        self.model, self.spec, self.seconds = model, model.spec, 0.0
+
+    def step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        started = time.perf_counter()
+        try:
+            return self.model.step(x, state)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 class Daemon:
     def __init__(
         self,
@@ -78,6 +92,9 @@ class Daemon:
         notifier: sdnotify.Notifier | None = None,
     ) -> None:
         self.cfg, self.source, self.sink, self.engine = cfg, source, sink, engine
+        # the model's calls are timed here, for the metrics: the engine itself stays pure
+        self._timed = TimedModel(engine.model)
+        engine.replace_model(self._timed)
         self.spec, self.metrics, self.clock = spec, metrics, clock
         self.health = health or Health()
         self.notifier = notifier or sdnotify.Notifier(None)  # None: systemd is not told
@@ -166,7 +183,8 @@ class Daemon:
                 "; ".join(why),
             )
             return False
-        self.engine.replace_model(model)
+        self._timed = TimedModel(model)
+        self.engine.replace_model(self._timed)
         self.spec = new
         # the state is the new model's from now on: its checkpoints start a new full chain
         self._model_id = checkpoint.model_identity(new)
@@ -551,7 +569,7 @@ class Daemon:
             self._export_lag()
             return 0
         started = time.perf_counter()
-        model_before = self.engine.model_seconds
+        model_before = self._timed.seconds
         self.batches += 1
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
@@ -615,7 +633,7 @@ class Daemon:
             sent,
             np.maximum(self.clock() - record_ms / 1000.0, 0.0),
             started,
-            self.engine.model_seconds - model_before,
+            self._timed.seconds - model_before,
         )
         self._settle(FLUSH_SECONDS)
         return len(records)

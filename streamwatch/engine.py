@@ -12,7 +12,6 @@ every wave is one batched model call (split into chunks of ``max_rows``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,7 +105,6 @@ class Engine:
         store.set_window(scorer.window_width)
         store.set_envelopes(model.spec.envelopes())
         self.max_rows = max_rows
-        self.model_seconds = 0.0  # cumulative time inside the model, for metrics
         self.moved_streams = 0  # readings of a stream held for another partition
 
     def replace_model(self, model: StepModel) -> None:
@@ -217,9 +215,7 @@ class Engine:
         stats = store.norm[s].reshape(-1, 3)  # a gathered copy, written back below
         x_in = inputs[pos]
         x_in[:, :n_t] = self.normalizer.update(stats, x.reshape(-1)).reshape(-1, n_t)
-        t0 = time.perf_counter()
         mu, sigma, new_state = self.model.step(x_in, store.state[s])
-        self.model_seconds += time.perf_counter() - t0
         store.state[s] = new_state
         store.norm[s] = stats.reshape(-1, n_t, 3)
         nxt, nxt_scale = self.normalizer.denormalize(
