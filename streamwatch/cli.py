@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -495,43 +496,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     source: Source
     sink: Sink
-    try:
-        if cfg.kafka is not None and cfg.input.source == "kafka":
-            from streamwatch.sinks.kafka import KafkaSink
-            from streamwatch.sources.kafka import KafkaSource
+    with contextlib.ExitStack() as preflight:
+        try:
+            if cfg.kafka is not None and cfg.input.source == "kafka":
+                from streamwatch.sinks.kafka import KafkaSink, denied_topics_quietly
+                from streamwatch.sources.kafka import KafkaSource
 
-            source = KafkaSource(cfg.kafka, metrics)
-            sink = KafkaSink(cfg.kafka.client_settings(os.environ), cfg.kafka.producer)
-        else:
-            source = FileSource(cfg.input.path, cfg.input.batch_size)
-            sink = FileSink(
-                cfg.outputs.path, cfg.outputs.dead_letter_path, cfg.outputs.dead_letter_topic
-            )
-    except ConfigError as exc:
-        log.error("bad config %s: %s", args.config, exc)
-        server.shutdown()
-        return ConfigError.exit_code
-    except (SourceError, OSError) as exc:
-        log.error("%s", exc)
-        server.shutdown()
-        return 1
-    # systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1; does nothing elsewhere
-    notifier = Notifier.from_env()
-    daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health, notifier=notifier)
-    try:
-        daemon.check_topics()
-    except SourceError as exc:
-        # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic or an ACL.
-        # Creating it (by hand or by an operator) fixes that without touching the config, and the
-        # supervisor's restart then succeeds, where systemd never restarts after a 78; a
-        # misspelt name costs no more than the unit's few restarts before its start limit.
-        # Close first: kafka-python logs its own aborted requests at ERROR while closing, and
-        # the line that names the key must be the last one an operator reads.
-        source.close()
-        sink.close()
-        server.shutdown()
-        log.error("%s", exc)
-        return 1
+                # until the topic check below has said it in one line naming the key
+                preflight.enter_context(denied_topics_quietly())
+                source = KafkaSource(cfg.kafka, metrics)
+                sink = KafkaSink(cfg.kafka.client_settings(os.environ), cfg.kafka.producer)
+            else:
+                source = FileSource(cfg.input.path, cfg.input.batch_size)
+                sink = FileSink(
+                    cfg.outputs.path, cfg.outputs.dead_letter_path, cfg.outputs.dead_letter_topic
+                )
+        except ConfigError as exc:
+            log.error("bad config %s: %s", args.config, exc)
+            server.shutdown()
+            return ConfigError.exit_code
+        except (SourceError, OSError) as exc:
+            log.error("%s", exc)
+            server.shutdown()
+            return 1
+        # systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1; does nothing elsewhere
+        notifier = Notifier.from_env()
+        daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health, notifier=notifier)
+        try:
+            daemon.check_topics()
+        except SourceError as exc:
+            # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic or an
+            # ACL.  Creating it (by hand or by an operator) fixes that without touching the
+            # config, and the supervisor's restart then succeeds, where systemd never restarts
+            # after a 78; a misspelt name costs no more than the unit's few restarts before its
+            # start limit.  Close first: kafka-python logs its own aborted requests at ERROR
+            # while closing, and the line that names the key must be the last one read.
+            source.close()
+            sink.close()
+            server.shutdown()
+            log.error("%s", exc)
+            return 1
     interrupts = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -48,6 +48,26 @@ def closing_quietly() -> Iterator[None]:
         kafka_log.setLevel(level)
 
 
+class _DeniedTopic(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Topic %s is not authorized")
+
+
+@contextmanager
+def denied_topics_quietly() -> Iterator[None]:
+    """Drop kafka-python's own ERROR for a topic the ACLs deny ("Topic x is not authorized for
+    this client", logged by ``kafka.cluster`` as soon as a metadata response says so) while the
+    daemon starts: its topic check says the same in one line that names the config key, and
+    that line must be the only one.  Refusals later on (an ACL revoked while running) are
+    logged as kafka-python logs them."""
+    cluster_log, quiet = logging.getLogger("kafka.cluster"), _DeniedTopic()
+    cluster_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        cluster_log.removeFilter(quiet)
+
+
 class KafkaSink:
     def __init__(self, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         """``settings``: connection settings (KafkaConfig.client_settings); ``extra``: more

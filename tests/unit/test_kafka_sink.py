@@ -76,3 +76,24 @@ def test_a_refused_acl_is_not_retriable() -> None:
     with pytest.raises(SourceError) as caught:
         sink.flush(1.0)
     assert not caught.value.retriable
+
+
+def test_kafka_pythons_own_line_for_a_denied_topic_is_dropped_only_while_starting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While the daemon checks its topics, its own line names the key: kafka-python's
+    "Topic x is not authorized" is dropped then, and only then; its other lines stay."""
+    import logging
+
+    from streamwatch.sinks.kafka import denied_topics_quietly
+
+    cluster = logging.getLogger("kafka.cluster")
+    with caplog.at_level(logging.ERROR, logger="kafka"):
+        with denied_topics_quietly():
+            cluster.error("Topic %s is not authorized for this client", "readings")
+            cluster.error("Topic %s not found in cluster metadata", "readings")
+        cluster.error("Topic %s is not authorized for this client", "later")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Topic readings not found in cluster metadata",
+        "Topic later is not authorized for this client",
+    ]
