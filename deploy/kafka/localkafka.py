@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import contextlib
 import os
 import re
 import shlex
@@ -64,7 +65,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -234,9 +235,22 @@ def _run_all(cwd: Path, *cmds: list[str]) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, taken: Collection[int] = ()) -> list[int]:
+    """``n`` distinct free ports, none in ``taken``.  Each socket stays bound until all are
+    chosen: bound and closed one at a time, the OS may hand the same port out twice (two of a
+    broker's listeners once got one port, and it refused to start)."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            got = int(s.getsockname()[1])
+            if got not in taken and got not in ports:
+                ports.append(got)
+        return ports
 
 
 def _request(port: int, api_key: int, version: int, body: bytes, timeout: float = 2.0) -> bytes:
@@ -405,8 +419,10 @@ class LocalKafka:
     ) -> dict[str, int]:
         """A fresh broker: wiped data, free ports, formatted storage, new TLS material.
         Returns the listeners' ports by name."""
-        ports = {"PLAINTEXT": port or free_port(), "CONTROLLER": free_port()}
-        ports.update((name, free_port()) for name in LISTENERS)
+        others = ["CONTROLLER", *LISTENERS]
+        chosen = free_ports(len(others) + (port is None), taken=() if port is None else {port})
+        ports = {"PLAINTEXT": port if port is not None else chosen.pop()}
+        ports.update(zip(others, chosen, strict=True))
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         text = _server_properties(ports, self.data_dir, self.tls_dir)
