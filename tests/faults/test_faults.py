@@ -149,6 +149,45 @@ def ledger(bootstrap: str, topic: str, verdicts: str, partitions: int) -> Ledger
     return Ledger(len(inputs), len(inputs - set(got)), len(got) - len(set(got)))
 
 
+def _reference(
+    bootstrap: str, topics: dict[str, str], model_dir: Path, tmp_path: Path, n: int
+) -> dict[tuple[int, int], dict[str, object]]:
+    """The uninterrupted reference: the same input read by another group, without
+    checkpoints, once through; its ``n`` verdicts by (partition, offset)."""
+    port = free_port()
+    config = _config(
+        tmp_path / "ref.yaml",
+        bootstrap,
+        topics,
+        model_dir,
+        port,
+        None,
+        scores="reference",
+        group=topics["group"] + "-ref",
+    )
+    reference = Daemon(config, tmp_path / "reference.log")
+    try:
+        wait_metric(port, "streamwatch_records_consumed_total", n, timeout=90)
+    finally:
+        assert reference.terminate() == 0, reference.output()
+    return {(e["partition"], e["offset"]): e for e in _verdicts(bootstrap, topics["reference"], n)}
+
+
+def _as_reference(
+    got: list[dict[str, object]], expected: dict[tuple[int, int], dict[str, object]], why=None
+) -> None:
+    """Each verdict in ``got`` equals the reference's for its record (scores within 1e-6)."""
+    for e in got:
+        ref = expected[(e["partition"], e["offset"])]  # type: ignore[index]
+        assert e["stream"] == ref["stream"], (why, e)
+        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), (why, e)
+        if ref["prediction"] is None:  # a stream's first reading has no forecast
+            assert e["prediction"] is None, (why, e)
+        else:
+            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
+        assert e["anomaly"] == ref["anomaly"], (why, e)
+
+
 def _wait_for(what: str, check: object, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,40 +263,12 @@ def test_a_kill_between_checkpoints_loses_nothing_and_resumes_every_streams_stat
     assert (book.lost, book.duplicated) == (0, 0)
 
     # the uninterrupted reference: another group, no checkpoints, the same input
-    ref_port = free_port()
-    ref_config = _config(
-        tmp_path / "ref.yaml",
-        bootstrap,
-        topics,
-        model_dir,
-        ref_port,
-        None,
-        scores="reference",
-        group=topics["group"] + "-ref",
-    )
-    reference = Daemon(ref_config, tmp_path / "reference.log")
-    try:
-        wait_metric(ref_port, "streamwatch_records_consumed_total", len(everything), timeout=90)
-    finally:
-        assert reference.terminate() == 0, reference.output()
-
-    expected = {
-        (e["partition"], e["offset"]): e
-        for e in _verdicts(bootstrap, topics["reference"], len(everything))
-    }
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, len(everything))
     got = _verdicts(bootstrap, topics["scores"], len(everything))
     keys = [(e["partition"], e["offset"]) for e in got]
     assert set(keys) == set(expected)  # lost: none
     assert len(keys) == len(set(keys))  # sent twice: none (the tail was committed)
-    for e in got:
-        ref = expected[(e["partition"], e["offset"])]
-        assert e["stream"] == ref["stream"]
-        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), e
-        if ref["prediction"] is None:  # a stream's first reading has no forecast
-            assert e["prediction"] is None, e
-        else:
-            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
-        assert e["anomaly"] == ref["anomaly"], e
+    _as_reference(got, expected)
     spiked = {f"s{s:02d}" for s in range(0, N_STREAMS, 3)}
     flagged = {e["stream"] for e in got if e["anomaly"] and e["ts"] == T0 + 300.0 * 340}
     assert flagged == spiked
@@ -377,26 +388,7 @@ def test_ten_kills_at_random_moments_change_no_verdict(
     assert book.lost == 0
     everything = _readings(0, int(steps[-1]))
 
-    ref_port = free_port()
-    ref_config = _config(
-        tmp_path / "ref.yaml",
-        bootstrap,
-        topics,
-        model_dir,
-        ref_port,
-        None,
-        scores="reference",
-        group=topics["group"] + "-ref",
-    )
-    reference = Daemon(ref_config, tmp_path / "reference.log")
-    try:
-        wait_metric(ref_port, "streamwatch_records_consumed_total", len(everything), timeout=90)
-    finally:
-        assert reference.terminate() == 0, reference.output()
-    expected = {
-        (e["partition"], e["offset"]): e
-        for e in _verdicts(bootstrap, topics["reference"], len(everything))
-    }
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, len(everything))
 
     def every_record(got: list) -> bool:
         keys = {(e["partition"], e["offset"]) for e in map(json.loads, (r.value for r in got))}
@@ -407,15 +399,7 @@ def test_ten_kills_at_random_moments_change_no_verdict(
         for r in consume_all(bootstrap, topics["scores"], 0, timeout=60, until=every_record)
     ]
     assert {(e["partition"], e["offset"]) for e in got} == set(expected), kills  # none lost
-    for e in got:  # sent once or again, each the uninterrupted run's verdict
-        ref = expected[(e["partition"], e["offset"])]
-        assert e["stream"] == ref["stream"]
-        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), (kills, e)
-        if ref["prediction"] is None:
-            assert e["prediction"] is None, (kills, e)
-        else:
-            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
-        assert e["anomaly"] == ref["anomaly"], (kills, e)
+    _as_reference(got, expected, kills)  # sent once or again, each the reference's verdict
 
 
 def test_a_rolling_restart_of_three_replicas_keeps_every_streams_state(
@@ -496,37 +480,11 @@ def test_a_rolling_restart_of_three_replicas_keeps_every_streams_state(
     assert (book.lost, book.duplicated) == (0, 0)
     everything = _readings(0, 180)
 
-    ref_port = free_port()
-    ref_config = _config(
-        tmp_path / "ref.yaml",
-        bootstrap,
-        topics,
-        model_dir,
-        ref_port,
-        None,
-        scores="reference",
-        group=topics["group"] + "-ref",
-    )
-    reference = Daemon(ref_config, tmp_path / "reference.log")
-    try:
-        wait_metric(ref_port, "streamwatch_records_consumed_total", len(everything), timeout=90)
-    finally:
-        assert reference.terminate() == 0, reference.output()
-    expected = {
-        (e["partition"], e["offset"]): e
-        for e in _verdicts(bootstrap, topics["reference"], len(everything))
-    }
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, len(everything))
     got = _verdicts(bootstrap, topics["scores"], len(everything) + 1)  # waits for a duplicate
     keys = [(e["partition"], e["offset"]) for e in got]
     assert sorted(keys) == sorted(expected)  # each exactly once
-    for e in got:
-        ref = expected[(e["partition"], e["offset"])]
-        assert e["score"] == pytest.approx(ref["score"], abs=1e-6), e
-        assert e["anomaly"] == ref["anomaly"], e
-        if ref["prediction"] is None:
-            assert e["prediction"] is None, e
-        else:
-            assert e["prediction"] == pytest.approx(ref["prediction"], rel=1e-6, abs=1e-9), e
+    _as_reference(got, expected)
 
 
 def test_a_member_paused_past_its_session_is_fenced_and_rejoins_with_its_state(
