@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -44,6 +44,8 @@ from streamwatch.sources import Partition
 log = logging.getLogger("streamwatch")
 
 FORMAT = 2
+# a partition whose segment (or changelog round) was not written, and why
+Failure: TypeAlias = tuple[Partition, str]
 _SEGMENT = re.compile(r"^(\d{12})\.(full|delta)\.npz$")
 
 
@@ -80,6 +82,9 @@ class Segment:
     model: dict[str, object]
     rows: dict[str, np.ndarray]
     gone: np.ndarray  # keys of streams evicted since the segment before (deltas only)
+    # where the changelog stood once this segment's round was in it (changelog_kafka.py):
+    # {"end": its end offset, "base": its last full round's offset}; None: not written there
+    changelog: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class Restored:
     seq: int  # the last segment applied
     segments: int  # how many were applied
     skipped: list[str]  # why segments on disk were passed over (damaged ones)
+    changelog: dict[str, int] | None = None  # the last segment's (``Segment.changelog``)
 
 
 def partition_dir(root: Path, part: Partition) -> Path:
@@ -120,11 +126,14 @@ def write_segment(
     model: dict[str, object],
     rows: dict[str, np.ndarray],
     gone: np.ndarray,
+    changelog: dict[str, int] | None = None,
 ) -> int:
     """Write one segment atomically; return its size in bytes."""
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{seq:012d}.{'full' if full else 'delta'}.npz"
     meta = {"format": FORMAT, "seq": seq, "full": full, "offset": offset, "model": model}
+    if changelog is not None:
+        meta["changelog"] = changelog
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as f:
@@ -168,6 +177,7 @@ def read_segment(path: Path) -> Segment:
             dict(meta["model"]),
             rows,
             arrays["gone"],
+            meta.get("changelog"),
         )
     except CheckpointError:
         raise
@@ -206,7 +216,7 @@ def restore(where: Path, model: dict[str, object]) -> Restored | None:
                 break
             rows = _apply(rows, delta)
             last, applied = delta, applied + 1
-        return Restored(rows, last.offset, last.seq, applied, skipped)
+        return Restored(rows, last.offset, last.seq, applied, skipped, last.changelog)
     if skipped:
         raise CheckpointError("; ".join(skipped))
     return None
@@ -286,7 +296,7 @@ class Checkpoints:
             or chain.deltas >= self.MAX_DELTAS
         )
 
-    def write(self, job: Job) -> int:
+    def write(self, job: Job, changelog: dict[str, int] | None = None) -> int:
         """Write the partition's next segment; return its size."""
         part, full = job.part, job.full
         chain = self._chains.get(part)
@@ -295,7 +305,9 @@ class Checkpoints:
             found = segments(where)
             chain = self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
         try:
-            size = write_segment(where, chain.seq, full, job.offset, job.model, job.rows, job.gone)
+            size = write_segment(
+                where, chain.seq, full, job.offset, job.model, job.rows, job.gone, changelog
+            )
         finally:
             if full:
                 self._full_queued.discard(part)
@@ -334,6 +346,14 @@ class Job:
     model: dict[str, object]
     rows: dict[str, np.ndarray]
     gone: np.ndarray
+    changelog: bool = True  # and to the changelog, if one is kept (not for partitions lost)
+    streams: int = 0  # the partition's live streams after it (what the changelog counts)
+
+
+class RoundWriter(Protocol):
+    """Where a round goes before the local segments (``changelog_kafka.Changelog``)."""
+
+    def write(self, jobs: list[Job]) -> tuple[dict[Partition, dict[str, int]], list[Failure]]: ...
 
 
 class Writer:
@@ -345,9 +365,11 @@ class Writer:
     def __init__(
         self,
         checkpoints: Checkpoints,
-        on_round: Callable[[int, float, list[tuple[Partition, str]]], None],
+        on_round: Callable[[int, float, list[Failure], list[Failure]], None],
+        changelog: RoundWriter | None = None,
     ) -> None:
         self.checkpoints = checkpoints
+        self.changelog = changelog
         self._on_round = on_round
         self._jobs: queue.Queue[list[Job] | None] = queue.Queue()
         self.failed: deque[Partition] = deque()  # partitions whose next segment must be full
@@ -382,6 +404,14 @@ class Writer:
                 if jobs is None:
                     return
                 started, written, failed = time.perf_counter(), 0, []
+                logged: dict[Partition, dict[str, int]] = {}
+                log_failed: list[Failure] = []
+                if self.changelog is not None:
+                    # first the changelog, so that each local segment says where it stood
+                    logged, log_failed = self.changelog.write([j for j in jobs if j.changelog])
+                    # its next round must be full: a delta on a round not written would lose
+                    # the changes in it
+                    self.failed.extend(part for part, _ in log_failed)
                 for job in jobs:
                     if job.part in self._broken and not job.full:
                         # a delta on a segment that is not on disk would restore a state
@@ -389,14 +419,14 @@ class Writer:
                         self.failed.append(job.part)
                         continue
                     try:
-                        written += self.checkpoints.write(job)
+                        written += self.checkpoints.write(job, logged.get(job.part))
                     except (OSError, CheckpointError) as exc:
                         self._broken.add(job.part)
                         self.failed.append(job.part)
                         failed.append((job.part, str(exc)))
                     else:
                         self._broken.discard(job.part)
-                self._on_round(written, time.perf_counter() - started, failed)
+                self._on_round(written, time.perf_counter() - started, failed, log_failed)
             except Exception:  # never let the writer die silently: the next round is full
                 log.exception("checkpoint writer")
             finally:

@@ -521,9 +521,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         # systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1; does nothing elsewhere
         notifier = Notifier.from_env()
-        daemon = Daemon(cfg, source, sink, engine, spec, metrics, health=health, notifier=notifier)
+        state_log = None
+        if cfg.state.changelog_topic is not None and cfg.kafka is not None:
+            from streamwatch.changelog_kafka import Changelog
+
+            state_log = Changelog(
+                cfg.state.changelog_topic,
+                cfg.kafka.client_settings(os.environ),
+                cfg.kafka.producer,
+            )
+        daemon = Daemon(
+            cfg,
+            source,
+            sink,
+            engine,
+            spec,
+            metrics,
+            health=health,
+            notifier=notifier,
+            changelog=state_log,
+        )
         try:
             daemon.check_topics()
+            if state_log is not None:
+                assert isinstance(source, KafkaSource)
+                done = state_log.ensure_topic(source.partition_count())
+                log.info("changelog topic %s: %s", state_log.topic, done)
         except SourceError as exc:
             # Exit 1, not 78 (EX_CONFIG): the config is valid, the broker lacks a topic or an
             # ACL.  Creating it (by hand or by an operator) fixes that without touching the
@@ -533,6 +556,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             # while closing, and the line that names the key must be the last one read.
             source.close()
             sink.close()
+            if state_log is not None:
+                state_log.close()
             server.shutdown()
             log.error("%s", exc)
             return 1

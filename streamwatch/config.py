@@ -259,6 +259,9 @@ class StateConfig:
     # per-partition checkpoints of every stream's state (checkpoint.py); None: none kept
     checkpoint_dir: str | None = None
     checkpoint_interval_seconds: float = 60.0  # and at every revocation and clean stop
+    # a compacted topic the checkpoints also go to, so that a partition's state follows it to
+    # another member (changelog.py); None: state stays on the member that wrote it
+    changelog_topic: str | None = None
 
     def policy(self) -> TimePolicy:
         return TimePolicy(self.out_of_order, self.max_gap_seconds, self.on_gap)
@@ -286,6 +289,17 @@ class StateConfig:
         _positive(path, "max_streams", self.max_streams)
         _positive(path, "idle_ttl_seconds", self.idle_ttl_seconds)
         _positive(path, "checkpoint_interval_seconds", self.checkpoint_interval_seconds)
+        if self.changelog_topic is not None:
+            if self.checkpoint_dir is None:
+                raise ConfigError(
+                    f"{path}.changelog_topic",
+                    "needs state.checkpoint_dir: the changelog is written with the checkpoints",
+                )
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.changelog_topic):
+                raise ConfigError(
+                    f"{path}.changelog_topic",
+                    "not a Kafka topic name (letters, digits, '.', '_' and '-', at most 249)",
+                )
 
 
 @dataclass(frozen=True)
@@ -332,6 +346,18 @@ class Config:
                 "state.checkpoint_dir",
                 "needs input.source kafka: a file has no committed offsets to resume from",
             )
+        changelog = self.state.changelog_topic
+        if changelog is not None:
+            if self.input.source != "kafka":
+                raise ConfigError("state.changelog_topic", "needs input.source kafka")
+            o = self.outputs
+            taken = {o.anomalies_topic, o.scores_topic, o.dead_letter_topic}
+            taken |= set(self.kafka.input_topics) if self.kafka else set()
+            if changelog in taken:
+                raise ConfigError(
+                    "state.changelog_topic",
+                    f"{changelog!r} is also an input or output topic: the changelog needs its own",
+                )
         limit = self.kafka.producer.get("max_request_size", 1048576) if self.kafka else None
         # the record batch around a dead letter takes a few dozen bytes more than its contents
         if isinstance(limit, int) and self.outputs.dead_letter_max_bytes > limit - 1024:

@@ -22,10 +22,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from streamwatch import checkpoint, events, sdnotify
+from streamwatch import changelog, checkpoint, events, sdnotify
+from streamwatch.checkpoint import Failure
 from streamwatch.codec import MessageFormat
 from streamwatch.config import Config
 from streamwatch.engine import Engine, StepModel, Verdicts
@@ -64,6 +66,26 @@ class _Unsettled:
     model_seconds: float
 
 
+class StateLog(checkpoint.RoundWriter, Protocol):
+    """Where a partition's state is kept beside the local checkpoints (``changelog_kafka``)."""
+
+    topic: str
+    base: dict[Partition, int]
+
+    def end_offset(self, partition: int) -> int: ...
+
+    def restore(
+        self,
+        part: Partition,
+        model: dict[str, object],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> changelog.Folded | None: ...
+
+    def forget(self, part: Partition) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class TimedModel:
     """A model whose steps are timed (``seconds``, cumulative), for the daemon's metrics."""
 
@@ -90,6 +112,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         health: Health | None = None,
         notifier: sdnotify.Notifier | None = None,
+        changelog: StateLog | None = None,
     ) -> None:
         self.cfg, self.source, self.sink, self.engine = cfg, source, sink, engine
         # the model's calls are timed here, for the metrics: the engine itself stays pure
@@ -118,8 +141,11 @@ class Daemon:
         self._processed: Offsets = {}
         d = cfg.state.checkpoint_dir
         self.checkpoints = checkpoint.Checkpoints(d) if d is not None else None
+        self.changelog = changelog if self.checkpoints is not None else None
         self._writer = (
-            checkpoint.Writer(self.checkpoints, self._written) if self.checkpoints else None
+            checkpoint.Writer(self.checkpoints, self._written, self.changelog)
+            if self.checkpoints
+            else None
         )
         self._model_id = checkpoint.model_identity(spec)
         # restored partitions read again from their checkpoint: records before the committed
@@ -303,45 +329,113 @@ class Daemon:
         return {part for part, offset in starts.items() if offset is not None}
 
     def _restore(self, part: Partition, committed: int | None) -> int | None:
-        """Take on a partition's checkpointed streams; return the offset to read it from (None:
-        nothing restored, read from the committed offset)."""
+        """Take on a partition's saved streams (from the local checkpoint, or from the
+        changelog where it is newer); return the offset to read it from (None: nothing
+        restored, read from the committed offset)."""
         assert self.checkpoints is not None and self._writer is not None
         self._writer.wait()  # what was saved of it (a revocation just now) is on disk
         self._full.add(part)  # until a segment is restored, the next one written is full
+        if self.changelog is not None:
+            self.changelog.forget(part)  # its base is read again below
+        problems: list[tuple[str, str]] = []  # (cold start reason, why), from either store
         try:
-            got = self.checkpoints.restore(part, self._model_id)
-            if got is not None:
+            local = self.checkpoints.restore(part, self._model_id)
+        except checkpoint.CheckpointError as exc:
+            local = None
+            problems.append((exc.reason, str(exc)))
+        remote = None
+        if self.changelog is not None:
+            remote, trouble = self._read_changelog(part, local)
+            if trouble is not None:
+                problems.append(trouble)
+        use_remote = remote is not None and (local is None or remote.offset > local.offset)
+        got = remote if use_remote else local
+        n = 0
+        if got is not None:
+            try:
                 n = self.engine.store.add(got.rows, self._owner_id(part), self.clock())
-        except (checkpoint.CheckpointError, ValueError) as exc:
-            reason = getattr(exc, "reason", "damaged")
+            except ValueError as exc:
+                problems.append(("damaged", str(exc)))
+                got = None
+        if got is None:
+            if not problems:
+                self.metrics.cold_starts.labels(reason="none").inc()
+                log.info("partition %s[%d]: no checkpoint, its streams start afresh", *part)
+                return None
+            reason, why = problems[-1]
             self.metrics.cold_starts.labels(reason=reason).inc()
             log.warning(
-                "partition %s[%d]: state not restored, its streams start afresh: %s", *part, exc
+                "partition %s[%d]: state not restored, its streams start afresh: %s", *part, why
             )
             return None
-        if got is None:
-            self.metrics.cold_starts.labels(reason="none").inc()
-            log.info("partition %s[%d]: no checkpoint, its streams start afresh", *part)
-            return None
-        for why in got.skipped:
-            log.warning("partition %s[%d]: passed over a damaged segment: %s", *part, why)
-        self._full.discard(part)
+        offset, where = got.offset, "the changelog"
+        if isinstance(got, checkpoint.Restored):
+            where = f"{got.segments} segment(s)"
+            for skipped in got.skipped:
+                log.warning("partition %s[%d]: passed over a damaged segment: %s", *part, skipped)
+            self._full.discard(part)  # the local chain goes on from the segment restored
         self.metrics.restored.inc(n)
-        self._processed[part] = self._saved[part] = self._expect[part] = got.offset
-        if committed is not None and committed > got.offset:
+        self._processed[part] = self._saved[part] = self._expect[part] = offset
+        if committed is not None and committed > offset:
             self._quiet[part] = committed
-            rebuild = f"; offsets {got.offset} to {committed} are read again without output"
+            rebuild = f"; offsets {offset} to {committed} are read again without output"
         else:
             rebuild = ""
         log.info(
-            "partition %s[%d]: restored %d stream(s) as of offset %d from %d segment(s)%s",
+            "partition %s[%d]: restored %d stream(s) as of offset %d from %s%s",
             *part,
             n,
-            got.offset,
-            got.segments,
+            offset,
+            where,
             rebuild,
         )
-        return got.offset
+        return offset
+
+    def _read_changelog(
+        self, part: Partition, local: checkpoint.Restored | None
+    ) -> tuple[changelog.Folded | None, tuple[str, str] | None]:
+        """The changelog's state of ``part``, unless the local checkpoint is as new (it says
+        where the changelog stood when it was written, and nobody wrote there since): then
+        None, and the changelog's base is the one the checkpoint recorded.  Also the cold
+        start reason and why, if the changelog could not be used."""
+        assert self.changelog is not None
+        try:
+            end = self.changelog.end_offset(part[1])
+            if local is not None and local.changelog is not None and local.changelog["end"] == end:
+                self.changelog.base[part] = local.changelog["base"]
+                return None, None
+            started = time.monotonic()
+            self.health.state_detail = f"restoring {part[0]}[{part[1]}] from the changelog"
+
+            def progress(read: int, total: int) -> None:
+                self.metrics.restore_remaining.set(total - read)
+                self.health.state_detail = (
+                    f"restoring {part[0]}[{part[1]}] from the changelog: {read:,} of {total:,} "
+                    "records"
+                )
+                self._beat()  # restoring is progress: live, and systemd's watchdog fed
+
+            try:
+                got = self.changelog.restore(part, self._model_id, progress)
+            finally:
+                self.metrics.restore_remaining.set(0)
+                self.health.state_detail = ""
+            if got is not None:
+                self.metrics.changelog_records.inc(got.records)
+                log.info(
+                    "partition %s[%d]: read %d changelog record(s) in %.1f s: %d stream(s) as of "
+                    "offset %d",
+                    *part,
+                    got.records,
+                    time.monotonic() - started,
+                    len(got.rows["key"]),
+                    got.offset,
+                )
+            return got, None
+        except changelog.ChangelogError as exc:
+            return None, (exc.reason, f"changelog {self.changelog.topic}: {exc}")
+        except SourceError as exc:
+            return None, ("unreadable", f"changelog {self.changelog.topic} not read: {exc}")
 
     def _gone(self, parts: set[Partition], kind: str) -> None:
         """Save (if anything may be saved) and drop the state of partitions revoked or lost:
@@ -351,7 +445,13 @@ class Daemon:
             self._quiet.pop(part, None)
             self._expect.pop(part, None)
         self._export_pending()
-        self.checkpoint(parts)
+        # A partition revoked is handed over: its last round goes to the changelog, and is
+        # waited for, so that the next owner finds it.  One lost may be another's already:
+        # its state is saved locally only.
+        handed_over = kind == "revoked" and self.changelog is not None
+        self.checkpoint(parts, to_changelog=kind == "revoked")
+        if handed_over:
+            self.wait_checkpoints()
         owners = {self._owner_ids[p] for p in parts if p in self._owner_ids}
         dropped = self.engine.store.drop_owners(owners)
         self.metrics.evictions.labels(reason="revoked").inc(dropped)
@@ -361,11 +461,13 @@ class Daemon:
             self._full.discard(part)
             if self.checkpoints is not None:
                 self.checkpoints.forget(part)
+            if self.changelog is not None and handed_over:
+                self.changelog.forget(part)
             with contextlib.suppress(KeyError):  # never reported
                 self.metrics.lag.remove(part[0], str(part[1]))
         log.info("dropped the state of %d stream(s) of %s partitions", dropped, kind)
 
-    def checkpoint(self, parts: set[Partition] | None = None) -> None:
+    def checkpoint(self, parts: set[Partition] | None = None, to_changelog: bool = True) -> None:
         """Hand each partition's changes since its last segment (all held, by default) to the
         writer thread, if checkpoints are kept and the state agrees with the processed offsets
         (no batch is in hand unsettled).  A segment that cannot be written is logged and
@@ -381,10 +483,17 @@ class Daemon:
             if offset is None or owner is None:
                 continue
             full = part in self._full or self.checkpoints.needs_full(part)
+            # the changelog's deltas need a full round of its own to build on
+            full = full or (self.changelog is not None and part not in self.changelog.base)
             rows, gone = self.engine.store.changes(owner, full=full)  # copies
             if not (full or len(rows["key"]) or len(gone) or self._saved.get(part) != offset):
                 continue
-            jobs.append(checkpoint.Job(part, full, offset, self._model_id, rows, gone))
+            streams = self.engine.store.count_owner(owner)
+            jobs.append(
+                checkpoint.Job(
+                    part, full, offset, self._model_id, rows, gone, to_changelog, streams
+                )
+            )
             self.checkpoints.queued(part, full)
             self._full.discard(part)
             self._saved[part] = offset
@@ -395,8 +504,20 @@ class Daemon:
         if self._writer is not None:
             self._writer.wait()
 
-    def _written(self, size: int, seconds: float, failed: list[tuple[Partition, str]]) -> None:
+    def _written(
+        self,
+        size: int,
+        seconds: float,
+        failed: list[Failure],
+        log_failed: list[Failure],
+    ) -> None:
         """The writer thread's report on one round."""
+        if log_failed:
+            self.metrics.changelog_failures.inc(len(log_failed))
+            log.error(
+                "changelog rounds not written (the partitions' next rounds are full): %s",
+                "; ".join(f"{t}[{p}]: {why}" for (t, p), why in log_failed),
+            )
         self.metrics.checkpoint_bytes.inc(size)
         self.metrics.checkpoint_seconds.observe(seconds)
         if failed:
@@ -447,6 +568,8 @@ class Daemon:
             if self._drain() and clean:
                 self.checkpoint()
             self._close_writer()
+            if self.changelog is not None:
+                self.changelog.close()
             self.source.close()
             self.sink.close()
             log.info("stopped after %d batches", self.batches)

@@ -70,6 +70,7 @@ class Health:
     model_loaded: bool = False
     partitions_assigned: bool = False
     state_ready: bool = False
+    state_detail: str = ""  # what the state waits for (a restore and its progress)
     broker_reachable: bool = True
 
     def beat(self) -> None:
@@ -93,7 +94,10 @@ class Health:
             )
             if not ok
         ]
-        return not missing, "ready" if not missing else "waiting for " + ", ".join(missing)
+        if not missing:
+            return True, "ready"
+        detail = f" ({self.state_detail})" if "state" in missing and self.state_detail else ""
+        return False, "waiting for " + ", ".join(missing) + detail
 
 
 class _BadHead(Exception):

@@ -298,12 +298,13 @@ class Metrics:
         self.cold_starts = Counter(
             "state_cold_starts",
             "Partitions assigned without state to restore, by reason (none: no checkpoint; "
-            "damaged; other_model; gap: the records after the checkpoint are gone).",
+            "damaged; other_model; gap: the records after the checkpoint are gone; "
+            "unreadable: the changelog could not be read).",
             ["reason"],
             namespace=ns,
             registry=registry,
         )
-        for reason in ("none", "damaged", "other_model", "gap"):
+        for reason in ("none", "damaged", "other_model", "gap", "unreadable"):
             self.cold_starts.labels(reason=reason)
         self.rebuilt = Counter(
             "state_rebuilt_records",
@@ -329,6 +330,25 @@ class Metrics:
         self.checkpoint_failures = Counter(
             "checkpoint_failures",
             "Checkpoint segments that could not be written (a full disk, permissions).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.changelog_failures = Counter(
+            "changelog_failures",
+            "Partitions' changelog rounds the broker did not take (each makes the partition's "
+            "next round full).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.changelog_records = Counter(
+            "changelog_restored_records",
+            "Changelog records read to restore partitions assigned to this member.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.restore_remaining = Gauge(
+            "changelog_restore_remaining_records",
+            "Changelog records still to read for the partition being restored (0: none).",
             namespace=ns,
             registry=registry,
         )

@@ -268,6 +268,11 @@ class KafkaSource:
         coordinator = getattr(self.consumer, "_coordinator", None)
         return getattr(coordinator, "coordinator_id", 0) is not None
 
+    def partition_count(self) -> int:
+        """The partition count of the largest input topic (0: none known)."""
+        counts = [len(self.consumer.partitions_for_topic(t) or ()) for t in self.cfg.input_topics]
+        return max(counts, default=0)
+
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 

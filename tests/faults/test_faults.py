@@ -1,6 +1,7 @@
 """The fault suite: stream state on the real broker through kill -9 (once between
 checkpoints, and ten times at random moments), a member joining a cooperative group, a static
-member's restart, a rolling restart of three replicas, and a member paused past its session.
+member's restart, a rolling restart of three replicas, a member paused past its session, and,
+with a changelog topic, a partition moved to a member that joins and from a member killed.
 
 Each scenario ends with a ledger (``Ledger``): the input topic's offsets read against every
 verdict on the scores topic, which carries each verdict's input partition and offset: inputs
@@ -79,12 +80,15 @@ def _config(
     scores: str = "scores",
     group: str | None = None,
     kafka_extra: str = "",
+    changelog: str | None = None,
 ) -> Path:
     state_yaml = (
         f'state:\n  checkpoint_dir: "{state}"\n  checkpoint_interval_seconds: 8\n'
         if state is not None
         else ""
     )
+    if changelog is not None:
+        state_yaml += f"  changelog_topic: {changelog}\n"
     path.write_text(
         f"""
 kafka:
@@ -688,3 +692,124 @@ def test_sigterm_with_the_broker_down_exits_in_bounded_time_and_loses_nothing(
     book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
     book.report("SIGTERM with the broker down (exit in s, then restart)", took)
     assert book.lost == 0
+
+
+def _changelog_pair(
+    bootstrap: str, topics: dict[str, str], model_dir: Path, tmp_path: Path
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """Configs of members A and B, each with a disk of its own, sharing one changelog."""
+    ports = {"a": free_port(), "b": free_port()}
+    configs = {
+        name: _config(
+            tmp_path / f"{name}.yaml",
+            bootstrap,
+            topics,
+            model_dir,
+            ports[name],
+            tmp_path / f"state-{name}",
+            changelog=f"{topics['group']}-changelog",
+        )
+        for name in ("a", "b")
+    }
+    return configs, ports
+
+
+def _cold_starts(port: int) -> float:
+    return sum(
+        metric(port, "streamwatch_state_cold_starts_total", f'{{reason="{r}"}}')
+        for r in ("damaged", "other_model", "gap", "unreadable")
+    )
+
+
+def test_with_a_changelog_state_follows_a_partition_to_a_member_that_joins(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A reads three partitions alone; B joins with an empty disk.  A hands the partition it
+    gives up over through the changelog (its last round, written at the revocation), and B
+    restores it from there: B starts no stream afresh, and every verdict, before and after
+    the move, equals an uninterrupted run's."""
+    bootstrap = kafka_bootstrap
+    first, second = _readings(0, 150), _readings(150, 200)
+    produce(bootstrap, topics["readings"], first)
+    configs, ports = _changelog_pair(bootstrap, topics, model_dir, tmp_path)
+    a = Daemon(configs["a"], tmp_path / "a.log")
+    b: Daemon | None = None
+    try:
+        wait_metric(ports["a"], "streamwatch_records_consumed_total", len(first), 90)
+        assert "changelog topic " in a.output() and ": created" in a.output(), a.output()
+        b, joined = Daemon(configs["b"], tmp_path / "b.log"), time.monotonic()
+        _wait_for("B's restore", lambda: "from the changelog" in b.output(), 90)
+        moved = metric(ports["b"], "streamwatch_state_restored_streams_total")
+        recover = time.monotonic() - joined
+        produce(bootstrap, topics["readings"], second)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        assert 0 < moved < N_STREAMS, b.output()
+        assert metric(ports["b"], "streamwatch_state_cold_starts_total", '{reason="none"}') == 0
+        assert _cold_starts(ports["b"]) == 0, b.output()
+        assert metric(ports["b"], "streamwatch_changelog_restored_records_total") >= moved
+        assert metric(ports["a"], "streamwatch_changelog_failures_total") == 0
+    finally:
+        for d in (a, b):
+            if d is not None and d.proc.poll() is None:
+                assert d.terminate() == 0, d.output()
+    book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
+    book.report("a member added, state moved by the changelog", recover)
+    assert book.lost == 0
+    everything = len(first) + len(second)
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
+    got = _verdicts(bootstrap, topics["scores"], everything)
+    _as_reference(got, expected, "after the move")
+
+
+def test_with_a_changelog_a_member_killed_hands_its_partitions_to_the_survivor(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A and B share three partitions; B is killed with -9 (no last round, no commit).  A
+    takes B's partitions once B's session ends, restores them from B's last changelog round,
+    reads again without output up to B's committed offsets, and goes on: nothing lost, no
+    stream started afresh, and every verdict equals an uninterrupted run's."""
+    bootstrap = kafka_bootstrap
+    first, second, third = _readings(0, 120), _readings(120, 160), _readings(160, 200)
+    produce(bootstrap, topics["readings"], first)
+    configs, ports = _changelog_pair(bootstrap, topics, model_dir, tmp_path)
+    a = Daemon(configs["a"], tmp_path / "a.log")
+    b: Daemon | None = None
+    try:
+        wait_metric(ports["a"], "streamwatch_records_consumed_total", len(first), 90)
+        b = Daemon(configs["b"], tmp_path / "b.log")
+        _wait_for("B's restore", lambda: "from the changelog" in b.output(), 90)
+        produce(bootstrap, topics["readings"], second)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        # B's first periodic round (8 s after its restore) is in the changelog ...
+        _wait_for(
+            "a round of B's",
+            lambda: metric(ports["b"], "streamwatch_checkpoint_written_bytes_total") > 0,
+        )
+        produce(bootstrap, topics["readings"], third)  # ... and then some it never saves
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        fresh = metric(ports["a"], "streamwatch_state_cold_starts_total", '{reason="none"}')
+        b.proc.send_signal(signal.SIGKILL)
+        assert b.proc.wait(timeout=10) == -signal.SIGKILL
+        killed = time.monotonic()
+        a_restores = a.output().count("from the changelog")
+        _wait_for(
+            "A's restore of B's partition",
+            lambda: a.output().count("from the changelog") > a_restores,
+            90,
+        )
+        recover = time.monotonic() - killed
+        assert _cold_starts(ports["a"]) == 0, a.output()
+        # B's partition came with its state: no stream of it starts afresh on A
+        assert metric(ports["a"], "streamwatch_state_cold_starts_total", '{reason="none"}') == fresh
+        assert "are read again without output" in a.output(), a.output()
+    finally:
+        for d in (a, b):
+            if d is not None and d.proc.poll() is None:
+                assert d.terminate() == 0, d.output()
+    book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
+    book.report("one of two members killed, state moved by the changelog", recover)
+    assert book.lost == 0
+    everything = len(first) + len(second) + len(third)
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
+    got = _verdicts(bootstrap, topics["scores"], everything)
+    _as_reference(got, expected, "after the kill")

@@ -834,3 +834,45 @@ def test_a_restart_with_a_state_snapshot_needs_no_new_warm_up(
     flagged = {(e["stream"], e["ts"]) for e in (json.loads(r.value) for r in anomalies)}
     for name in SPIKED:
         assert (name, T0 + 300.0 * SPIKE_AT) in flagged, (name, sorted(flagged))
+
+
+@pytest.mark.parametrize("problem", ["not compacted", "too few partitions"])
+def test_a_changelog_topic_that_cannot_hold_the_state_stops_the_daemon_with_one_line(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path, problem: str
+) -> None:
+    """An existing changelog topic that is not compacted, or has fewer partitions than the
+    input, would lose state: the daemon exits 1 at start with one line naming the key."""
+    bootstrap, tag = kafka_bootstrap, uuid.uuid4().hex[:8]
+    topics = {"input": f"readings-{tag}", "changelog": f"changelog-{tag}"}
+    compacted = {"cleanup.policy": "compact"} if problem == "too few partitions" else {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(topics["input"], 2, 1),
+                NewTopic(topics["changelog"], 1 if compacted else 2, 1, topic_configs=compacted),
+            ]
+        )
+        admin.wait_for_topics(list(topics.values()))
+    finally:
+        admin.close()
+    port, state = _free_port(), tmp_path / "state"
+    config = tmp_path / "changelog.yaml"
+    config.write_text(
+        f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topics["input"]}]\n'
+        f"  group_id: streamwatch-{tag}\n"
+        f'model:\n  path: "{model_dir}"\n'
+        f'state:\n  checkpoint_dir: "{state}"\n  changelog_topic: {topics["changelog"]}\n'
+        f"outputs:\n  anomalies_topic: anomalies-{tag}\n  dead_letter_topic: dead-{tag}\n"
+        f"metrics:\n  host: 127.0.0.1\n  port: {port}\n"
+    )
+    daemon = _Daemon(config, tmp_path / "changelog.log")
+    code = daemon.exit_code(timeout=45)
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    assert f"state.changelog_topic: topic '{topics['changelog']}'" in errors[0]
+    said = "not compact" if problem == "not compacted" else "fewer than the input's 2"
+    assert said in errors[0], errors[0]
+    assert "Traceback" not in output, output

@@ -476,7 +476,7 @@ def test_the_writer_writes_no_delta_on_a_segment_that_failed(tmp_path: Path) -> 
     store = _filled(["a", "b"])
     ckpt = checkpoint.Checkpoints(tmp_path)
     rounds: list[tuple[int, list[tuple[tuple[str, int], str]]]] = []
-    writer = checkpoint.Writer(ckpt, lambda size, _s, failed: rounds.append((size, failed)))
+    writer = checkpoint.Writer(ckpt, lambda size, _s, failed, _log: rounds.append((size, failed)))
     part = ("in", 0)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0").write_text("")  # the partition's directory cannot be made

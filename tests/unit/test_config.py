@@ -41,6 +41,15 @@ def test_defaults_are_filled_in() -> None:
         ({"kafka": {"bootstrap_servers": "k", "input_topics": [1]}}, "kafka.input_topics[0]"),
         ({"kafka": {"bootstrap_servers": "k", "input_topics": []}}, "kafka.input_topics"),
         ({**BASE, "state": []}, "state"),
+        ({**BASE, "state": {"changelog_topic": "cl"}}, "state.changelog_topic"),
+        (
+            {**BASE, "state": {"checkpoint_dir": "/tmp", "changelog_topic": "a b"}},
+            "state.changelog_topic",
+        ),
+        (
+            {**BASE, "state": {"checkpoint_dir": "/tmp", "changelog_topic": "anomalies"}},
+            "state.changelog_topic",
+        ),
     ],
 )
 def test_errors_name_the_key_path(data: dict, path: str) -> None:
