@@ -2,7 +2,7 @@
 """Time to checkpoint and restore stream state (``state.checkpoint_dir``) at 1,000,000 streams.
 
     .venv/bin/python bench/state_snapshot.py [--streams 1000000] [--hidden 64] [--window 0]
-        [--partitions 12] [--changed 0.01] [--dir /tmp]
+        [--partitions 12] [--changed 0.01] [--dir /tmp] [--changelog HOST:PORT]
 
 Fills a StateStore as bench/state_memory.py does, over ``--partitions`` input partitions;
 writes a full checkpoint of every partition (what the first round after an assignment does),
@@ -10,6 +10,11 @@ then changes ``--changed`` of the streams and writes the deltas (what each later
 then restores every partition into an empty store, as a restart or an assignment does.  Prints
 bytes per stream and the seconds of each step, and checks that every stream came back with
 its latest state.  ``--window 2100`` sizes the rows for the scorer's window test.
+
+``--changelog`` names a broker (``deploy/kafka/localkafka.py start`` gives one): the same full
+round and deltas also go to a new changelog topic (``state.changelog_topic``), and every
+partition is restored from it as a member that is handed the partitions does, timed beside
+the restore from disk.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=12)
     p.add_argument("--changed", type=float, default=0.01)
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--changelog", metavar="HOST:PORT", help="also time the changelog on it")
     args = p.parse_args()
     spec = ModelSpec("m", "1", ("value",), ("value",), 1, args.hidden, Normalizer(), "")
     model = checkpoint.model_identity(spec)
@@ -99,6 +105,76 @@ def main() -> None:
         f"written in {wrote_delta:.2f} s"
     )
     print(f"restore of {restored:,} streams (full + delta, {len(parts)} partitions): {took:.2f} s")
+    if args.changelog:
+        _changelog(args.changelog, store, ids, parts, model, spec, args, took)
+
+
+def _changelog(
+    bootstrap: str,
+    store: StateStore,
+    ids: list[str],
+    parts: list[tuple[str, int]],
+    model: dict[str, object],
+    spec: ModelSpec,
+    args: argparse.Namespace,
+    local_seconds: float,
+) -> None:
+    import uuid
+
+    from streamwatch.changelog_kafka import Changelog
+
+    n = len(ids)
+    settings = {"bootstrap_servers": bootstrap.split(",")}
+    log = Changelog(f"bench-changelog-{uuid.uuid4().hex[:8]}", settings, {})
+    log.ensure_topic(len(parts))
+    try:
+        t = time.perf_counter()
+        for i, part in enumerate(parts):
+            rows, gone = store.changes(i, full=True)
+            _, failed = log.write(
+                [checkpoint.Job(part, True, 3000, model, rows, gone, True, len(rows["key"]))]
+            )
+            assert not failed, failed
+        wrote = time.perf_counter() - t
+        rng = np.random.default_rng(1)
+        changed = rng.choice(n, int(n * args.changed), replace=False)
+        slots = store.assign([ids[i] for i in changed.tolist()], now=2.0)
+        store.state[slots] += 1.0
+        t = time.perf_counter()
+        for i, part in enumerate(parts):
+            rows, gone = store.changes(i)
+            streams = store.count_owner(i)
+            _, failed = log.write(
+                [checkpoint.Job(part, False, 4000, model, rows, gone, True, streams)]
+            )
+            assert not failed, failed
+        wrote_delta = time.perf_counter() - t
+        fresh = StateStore.for_model(spec, max_streams=n)
+        fresh.set_window(args.window)
+        reader = Changelog(log.topic, settings, {})
+        t = time.perf_counter()
+        restored = records = 0
+        for i, part in enumerate(parts):
+            got = reader.restore(part, model)
+            assert got is not None and got.offset == 4000
+            records += got.records
+            restored += fresh.add(got.rows, i, now=0.0)
+        took = time.perf_counter() - t
+        reader.close()
+    finally:
+        log.close()
+    assert restored == n
+    probe = [ids[i] for i in range(0, n, max(1, n // 1000))] + [ids[int(changed[0])]]
+    keys = hashes(probe)
+    a, b = store.index.lookup(keys), fresh.index.lookup(keys)
+    assert np.array_equal(store.state[a], fresh.state[b])
+    print(f"changelog full round of {n:,} streams: written in {wrote:.2f} s")
+    print(f"changelog delta round of {len(changed):,} streams: written in {wrote_delta:.2f} s")
+    print(
+        f"restore of {restored:,} streams from the changelog ({records:,} records, "
+        f"{len(parts)} partitions): {took:.2f} s, {took / local_seconds:.1f} x the restore "
+        "from disk in this run"
+    )
 
 
 if __name__ == "__main__":
