@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/daemon_kafka.py [--messages 1000000] [--streams 100000]
     .venv/bin/python bench/daemon_kafka.py --checkpoints 5   # state checkpoints' cost
+    .venv/bin/python bench/daemon_kafka.py --checkpoints 5 --changelog   # and the changelog's
 
 Pre-produces readings over many streams to a topic with 8 partitions, then measures, one
 process each, in messages per second:
@@ -163,6 +164,7 @@ def daemon(
     model_dir: Path,
     tmp: Path,
     checkpoints: float | None = None,
+    changelog: bool = False,
 ) -> tuple[float, str]:
     """The daemon's rate; with ``checkpoints`` (seconds), checkpointing that often."""
     from kafka import KafkaConsumer
@@ -174,6 +176,8 @@ def daemon(
     if checkpoints is not None:
         where = tmp / f"state-{group}"
         state = f'  checkpoint_dir: "{where}"\n  checkpoint_interval_seconds: {checkpoints}\n'
+        if changelog:
+            state += f"  changelog_topic: changelog-{group}\n"
     cfg.write_text(
         f'kafka:\n  bootstrap_servers: "{bootstrap}"\n  input_topics: [{topic}]\n'
         f"  group_id: {group}\n  poll_timeout_ms: 100\n  max_poll_records: 5000\n"
@@ -214,6 +218,11 @@ def main() -> None:
         metavar="SECONDS",
         help="only the daemon, without and with checkpoints this often, alternately (3 times)",
     )
+    p.add_argument(
+        "--changelog",
+        action="store_true",
+        help="with --checkpoints: each round also to a changelog topic (state.changelog_topic)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -230,12 +239,21 @@ def main() -> None:
                 rates: dict[str, list[float]] = {"off": [], "on": []}
                 for _ in range(3):
                     for mode, every in (("off", None), ("on", args.checkpoints)):
-                        rate, _ = daemon(bootstrap, topic, args.messages, tmp / "model", tmp, every)
+                        rate, _ = daemon(
+                            bootstrap,
+                            topic,
+                            args.messages,
+                            tmp / "model",
+                            tmp,
+                            every,
+                            changelog=args.changelog and every is not None,
+                        )
                         rates[mode].append(rate)
                         print(f"daemon, checkpoints {mode}: {rate:>10,.0f} msg/s")
                 off, on = (float(np.median(rates[m])) for m in ("off", "on"))
+                what = " and changelog" if args.changelog else ""
                 print(
-                    f"checkpoints every {args.checkpoints:g} s / none, medians of 3: "
+                    f"checkpoints{what} every {args.checkpoints:g} s / none, medians of 3: "
                     f"{on / off:.2f} (target >= 0.85)"
                 )
                 return
