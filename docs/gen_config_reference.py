@@ -62,7 +62,9 @@ INTRO = {
     "model": "The model artifact to serve. SIGHUP reloads it from `model.path`.",
     "scoring": "How a forecast error becomes a score and a verdict "
     "(see [concepts](concepts.md#score) and [detection and tuning](detection.md)).",
-    "outputs": "Where verdicts and dead letters go.",
+    "outputs": "Where verdicts and dead letters go; `outputs.remote_write`: per-stream "
+    "series to a Prometheus remote-write receiver (see "
+    "[operations](operations.md#per-stream-scores-in-grafana)).",
     "state": "Per-stream state: its bound, time policies and checkpoints "
     "(see [architecture](architecture.md#where-state-lives)).",
     "metrics": "The HTTP server for `/metrics`, `/healthz` and `/readyz` "
@@ -114,7 +116,7 @@ def _type(tp: Any) -> str:
         return f"{_type(args[0])} or null"
     if origin is tuple:
         return f"list of {_type(typing.get_args(tp)[0])}"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "mapping"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
         tp, getattr(tp, "__name__", str(tp))
@@ -153,10 +155,30 @@ def sections() -> list[tuple[str, type, str]]:
     notes = _comments(config.Config)
     out = []
     for f in dataclasses.fields(config.Config):
-        tp = hints[f.name]
-        if typing.get_origin(tp) in (Union, types.UnionType):
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        out.append((f.name, tp, notes.get(f.name, "")))
+        out.append((f.name, _unwrap(hints[f.name]), notes.get(f.name, "")))
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    """X from ``X | None``."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _rows(path: str, cls: type) -> dict[str, str]:
+    """Key path -> table row for the keys of ``cls`` under ``path``; a key that holds a
+    section of its own (outputs.remote_write) is followed by that section's keys."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    notes = _comments(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}"
+        cells = (f"`{key}`", _type(hints[f.name]), _default(f), notes.get(f.name, ""))
+        out[key] = "| " + " | ".join(_cell(c) for c in cells) + " |"
+        inner = _unwrap(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            out.update(_rows(key, inner))  # type: ignore[arg-type]
     return out
 
 
@@ -164,12 +186,7 @@ def rows() -> dict[str, str]:
     """Key path -> its table row, for every key of every section."""
     out = {}
     for name, cls, _ in sections():
-        hints = typing.get_type_hints(cls)
-        notes = _comments(cls)
-        for f in dataclasses.fields(cls):
-            key = f"{name}.{f.name}"
-            cells = (f"`{key}`", _type(hints[f.name]), _default(f), notes.get(f.name, ""))
-            out[key] = "| " + " | ".join(_cell(c) for c in cells) + " |"
+        out.update(_rows(name, cls))
     return out
 
 

@@ -458,6 +458,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config)
         cfg.state.check_paths()
+        cfg.outputs.check_paths()
     except ConfigError as exc:
         print(f"streamwatch: bad config {args.config}: {exc}", file=sys.stderr)
         return ConfigError.exit_code

@@ -18,8 +18,10 @@ import math
 import os
 import re
 import reprlib
+import ssl
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +233,104 @@ class ModelConfig:
         _positive(path, "max_rows", self.max_rows)
 
 
+# remote write's own headers, and Authorization: a secret never written in the config
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "host",
+        "user-agent",
+        "x-prometheus-remote-write-version",
+    }
+)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RemoteWriteConfig:
+    url: str  # the receiver's remote-write endpoint, e.g. http://prometheus:9090/api/v1/write
+    # the stream ids to send, each an id or a glob pattern (host-*.cpu); none: every stream
+    streams: tuple[str, ...] = ()
+    every: int = 1  # send every n-th reading of each stream (1: all), and every one flagged
+    # streams sent at most: past it, the readings of streams not yet sent are dropped and
+    # counted; a stream silent for an hour gives its place up
+    max_streams: int = 1000
+    # the forecast band sent: the central interval of this probability that the served
+    # scale implies (Gaussian)
+    band: float = 0.99
+    labels: dict[str, Any] = field(default_factory=dict)  # added to every series: job, cluster
+    headers: dict[str, Any] = field(default_factory=dict)  # sent with every request: X-Scope-OrgID
+    bearer_token_file: str | None = None  # a file holding the bearer token, read at each send
+    ca_file: str | None = None  # PEM file of the CA to trust (https); default: the system's
+    timeout_seconds: float = 10.0  # one request's limit
+    flush_seconds: float = 5.0  # samples wait at most this long before they are sent ...
+    max_samples_per_send: int = 2000  # ... or until this many are waiting
+    queue_samples: int = 100000  # samples waiting at most; past it new ones are dropped
+    # a request refused with a 5xx or 429, or not answered, is tried again with backoff for
+    # this long, then dropped; other 4xx are dropped at once
+    retry_seconds: float = 30.0
+
+    def check(self, path: str) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{path}.url", "must be an http:// or https:// URL")
+        for i, pattern in enumerate(self.streams):
+            if not pattern:
+                raise ConfigError(f"{path}.streams[{i}]", "must not be empty")
+        _positive(path, "every", self.every)
+        _positive(path, "max_streams", self.max_streams)
+        if not 0 < self.band < 1:
+            raise ConfigError(f"{path}.band", "must be a probability between 0 and 1 (0.99)")
+        for name, value in self.labels.items():
+            where = key_path(f"{path}.labels", name)
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise ConfigError(where, "not a label name ([a-zA-Z_][a-zA-Z0-9_]*, no __)")
+            if name in ("stream", "field"):
+                raise ConfigError(where, "set by streamwatch itself on every series")
+            if not isinstance(value, str) or not value:
+                raise ConfigError(where, f"expected a non-empty string, got {_shown(value)}")
+        for name, value in self.headers.items():
+            where = key_path(f"{path}.headers", name)
+            if name.lower() == "authorization":
+                raise ConfigError(where, "a secret: write it to a file, named by bearer_token_file")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ConfigError(where, "set by streamwatch itself; not configurable")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ConfigError(where, "not an HTTP header name")
+            if not isinstance(value, str) or any(c in value for c in "\r\n"):
+                raise ConfigError(where, f"expected a string on one line, got {_shown(value)}")
+        _positive(path, "timeout_seconds", self.timeout_seconds)
+        _positive(path, "flush_seconds", self.flush_seconds)
+        _positive(path, "max_samples_per_send", self.max_samples_per_send)
+        _positive(path, "queue_samples", self.queue_samples)
+        if self.retry_seconds < 0:
+            raise ConfigError(f"{path}.retry_seconds", "must be >= 0 (0: never retried)")
+
+    def check_paths(self, path: str) -> None:
+        """The files it names are readable here (checked as the daemon starts)."""
+        if self.bearer_token_file is not None:
+            try:
+                with open(self.bearer_token_file, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"{path}.bearer_token_file",
+                    f"cannot read {self.bearer_token_file!r}: {exc.strerror or exc}",
+                ) from None
+        try:
+            self.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{path}.ca_file", f"cannot use {self.ca_file!r}: {_one_line(str(exc), 100)}"
+            ) from None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS settings for an https URL with ``ca_file``; None: urllib's defaults."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+
+
 @dataclass(frozen=True)
 class OutputsConfig:
     anomalies_topic: str = "anomalies"  # flagged verdicts, keyed by stream id
@@ -241,6 +341,14 @@ class OutputsConfig:
     # a dead letter (key, value and headers) is cut to this size, saying so in its headers,
     # so that it always fits the producer's max_request_size and the topic's max.message.bytes
     dead_letter_max_bytes: int = 524288
+    # per-stream readings, forecasts and scores to a Prometheus remote-write receiver (the
+    # keys below); null: none sent
+    remote_write: RemoteWriteConfig | None = None
+
+    def check_paths(self) -> None:
+        """What only the daemon's own machine can tell (see StateConfig.check_paths)."""
+        if self.remote_write is not None:
+            self.remote_write.check_paths("outputs.remote_write")
 
     def check(self, path: str) -> None:
         if self.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES:

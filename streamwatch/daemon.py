@@ -37,6 +37,7 @@ from streamwatch.metrics import Metrics
 from streamwatch.model.artifact import ModelSpec
 from streamwatch.records import Outgoing, Record
 from streamwatch.sinks import DENIED, MISSING, Sink
+from streamwatch.sinks.remote_write import RemoteWrite
 from streamwatch.sources import Offsets, Partition, Source
 
 log = logging.getLogger("streamwatch")
@@ -123,6 +124,8 @@ class Daemon:
         self.notifier = notifier or sdnotify.Notifier(None)  # None: systemd is not told
         self._told_ready = False
         self.health.model_loaded = self.health.state_ready = True
+        rw = cfg.outputs.remote_write  # best effort, beside the sink: no part of a commit
+        self.remote_write = RemoteWrite(rw, cfg.input.value_fields, metrics) if rw else None
         i = cfg.input
         self.format = MessageFormat(
             i.stream_field,
@@ -572,6 +575,8 @@ class Daemon:
                 self.changelog.close()
             self.source.close()
             self.sink.close()
+            if self.remote_write is not None:
+                self.remote_write.close()
             log.info("stopped after %d batches", self.batches)
 
     def _close_writer(self) -> None:
@@ -750,6 +755,9 @@ class Daemon:
                     event = self._event(j, records[good[j]], streams, stamps, values, verdicts)
                     self.sink.send(Outgoing(outputs.scores_topic, streams[j].encode(), event))
                 sent["score"] = len(scored)
+            if self.remote_write is not None:  # queued only: it never holds the batch back
+                judged = ~verdicts.skipped if heard is None else ~verdicts.skipped & heard
+                self.remote_write.offer(streams, stamps, values, verdicts, judged)
 
         self._unsettled = _Unsettled(
             _next_offsets(records),

@@ -59,6 +59,15 @@ _LATENCY = (
     300.0,
 )
 _SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+REMOTE_WRITE_DROPS = (
+    "max_streams",
+    "out_of_order",
+    "queue_full",
+    "rejected",
+    "failed",
+    "shutdown",
+    "error",
+)
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
 
 
@@ -396,3 +405,41 @@ class Metrics:
         )
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome=outcome)
+        # outputs.remote_write (sinks/remote_write.py): exported, at zero, without it too
+        self.rw_sent = Counter(
+            "remote_write_samples",
+            "Per-stream samples the remote-write receiver accepted.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.rw_dropped = Counter(
+            "remote_write_dropped_samples",
+            "Per-stream samples not sent, by reason: max_streams (the stream found no place), "
+            "out_of_order (not after the stream's last sample sent), queue_full, rejected (a "
+            "4xx answer), failed (no success within retry_seconds), shutdown (still queued at "
+            "the stop), error (a bug, logged).",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        for reason in REMOTE_WRITE_DROPS:
+            self.rw_dropped.labels(reason=reason)
+        self.rw_failures = Counter(
+            "remote_write_failures",
+            "Remote-write requests that failed: an error answer, a timeout or no connection "
+            "(each try counted, retried or not).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.rw_queue = Gauge(
+            "remote_write_queue_samples",
+            "Per-stream samples waiting to be sent.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.rw_streams = Gauge(
+            "remote_write_streams",
+            "Streams whose samples are sent (at most outputs.remote_write.max_streams).",
+            namespace=ns,
+            registry=registry,
+        )

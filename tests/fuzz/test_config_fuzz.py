@@ -41,14 +41,29 @@ TOP = typing.get_type_hints(Config)  # the sections, and any plain top-level key
 SECTIONS = {n: _unwrap(tp) for n, tp in TOP.items() if dataclasses.is_dataclass(_unwrap(tp))}
 FIELDS = {name: dataclasses.fields(cls) for name, cls in SECTIONS.items()}
 HINTS = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
+
+
+def _paths(path: str, cls: Any) -> set[str]:
+    """The key paths of ``cls``'s fields under ``path``, and of the sections they hold."""
+    out = set()
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}"
+        out.add(key)
+        inner = _unwrap(typing.get_type_hints(cls)[f.name])
+        if dataclasses.is_dataclass(inner):
+            out |= _paths(key, inner)
+    return out
+
+
 # every key streamwatch knows: a check may name one the document leaves at its default
-SCHEMA_PATHS = set(TOP) | {f"{s}.{f.name}" for s, fs in FIELDS.items() for f in fs}
+SCHEMA_PATHS = set(TOP).union(*(_paths(name, cls) for name, cls in SECTIONS.items()))
 # words the validators look for, so that some drawn documents get past them
 WORDS = [
     *config.SECURITY_PROTOCOLS,
     *config.SASL_MECHANISMS,
     *("earliest", "latest", "kafka", "file", "-", "text", "json", "DEBUG", "warning"),
     *("skip", "accept", "reset", "carry", "k:9092", "in", "KAFKA_PW"),
+    *("http://127.0.0.1:9090/api/v1/write", "pump-*"),
 ]
 SETTING_NAMES = [
     *sorted(config.CONSUMER_RESERVED | config.PRODUCER_RESERVED),
@@ -132,6 +147,11 @@ def _typed(tp: Any) -> st.SearchStrategy[Any]:
         return st.floats() | st.integers(-2, 10**6)
     if tp is str:
         return st.sampled_from(WORDS) | texts
+    if dataclasses.is_dataclass(tp):  # a section within a section (outputs.remote_write)
+        hints = typing.get_type_hints(tp)
+        return st.fixed_dictionaries(
+            {}, optional={f.name: _typed(hints[f.name]) for f in dataclasses.fields(tp)}
+        )
     return anything  # a type this file does not know yet still gets fuzzed
 
 

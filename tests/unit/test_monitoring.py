@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy/prometheus"
 RUNBOOKS = ROOT / "docs/operations.md"
 DASHBOARD = ROOT / "deploy/grafana/streamwatch.json"
+STREAM_DASHBOARD = ROOT / "deploy/grafana/streamwatch-stream.json"
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -91,3 +92,25 @@ def test_dashboard_shows_health_model_restarts_memory_and_partitions() -> None:
         "streamwatch_assigned_partitions",
     ):
         assert name in exprs, name
+
+
+def test_the_stream_dashboard_drills_into_one_stream_from_the_remote_write_series() -> None:
+    from streamwatch.sinks.remote_write import SERIES
+
+    board = json.loads(STREAM_DASHBOARD.read_text())
+    panels = board["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert board["uid"] != json.loads(DASHBOARD.read_text())["uid"]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["stream"]["query"] == "label_values(streamwatch_stream_score, stream)"
+    assert "$stream" in variables["field"]["query"]
+    shown = set()
+    for panel in panels:
+        assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\bstreamwatch_\w+", target["expr"]))
+            assert names <= set(SERIES), (panel["title"], names - set(SERIES))
+            shown |= names
+            # one stream, but for the table that finds the streams flagged
+            assert 'stream="$stream"' in target["expr"] or panel["type"] == "table", target
+    assert shown == set(SERIES)  # reading, forecast, its band, score and flags all shown
