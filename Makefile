@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv tools test lint pytest fuzz demo example-model gutentag-suite kafka-start kafka-stop kafka-status clean
+.PHONY: venv tools k8s-tools test lint pytest fuzz demo example-model gutentag-suite kafka-start kafka-stop kafka-status clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -23,9 +23,14 @@ tools:
 		$$SUDO apt-get update -q && \
 		$$SUDO apt-get install -y -q --no-install-recommends prometheus openssl; }
 
-# The whole suite: lint, type check, unit tests and the tests against a real local Kafka
-# and a real Prometheus.
-test: venv tools
+# helm, kustomize and the manifest validator (deploy/k8s/validate), built from the Go module
+# proxy into .build/tools for tests/integration/test_k8s_manifests.py (minutes the first time).
+k8s-tools:
+	deploy/k8s/tools.sh
+
+# The whole suite: lint, type check, unit tests and the tests against a real local Kafka,
+# a real Prometheus and the Kubernetes tools.
+test: venv tools k8s-tools
 	$(BIN)/python deploy/kafka/localkafka.py fetch
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest

@@ -17,13 +17,19 @@ from streamwatch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"
-K8S = ROOT / "deploy" / "k8s"
+K8S_ROOT = ROOT / "deploy" / "k8s"
+K8S = K8S_ROOT / "base"
+CHART = ROOT / "deploy" / "helm" / "streamwatch"
 SYSTEMD = ROOT / "deploy" / "systemd"
 UNIT = SYSTEMD / "streamwatch.service"
 EXAMPLE = ROOT / "deploy" / "streamwatch.example.yaml"
 
+# Helm's templates are not YAML until rendered (tests/integration/test_k8s_manifests.py).
 YAML_FILES = sorted(
-    p for d in (DOCKER, K8S) if d.is_dir() for p in d.iterdir() if p.suffix in (".yaml", ".yml")
+    p
+    for d in (DOCKER, K8S_ROOT, CHART)
+    for p in d.rglob("*")
+    if p.suffix in (".yaml", ".yml") and "templates" not in p.parts
 )
 
 
@@ -40,10 +46,18 @@ def test_the_deploy_yaml_files_are_there() -> None:
         "deploy/docker/compose.yaml",
         "deploy/docker/prometheus.yml",
         "deploy/docker/streamwatch.compose.yaml",
-        "deploy/k8s/configmap.yaml",
-        "deploy/k8s/statefulset.yaml",
-        "deploy/k8s/kustomization.yaml",
-        "deploy/k8s/service.yaml",
+        "deploy/k8s/base/configmap.yaml",
+        "deploy/k8s/base/statefulset.yaml",
+        "deploy/k8s/base/kustomization.yaml",
+        "deploy/k8s/base/service.yaml",
+        "deploy/k8s/overlays/production/kustomization.yaml",
+        "deploy/k8s/overlays/production/pdb.yaml",
+        "deploy/k8s/overlays/production/podmonitor.yaml",
+        "deploy/k8s/overlays/keda/kustomization.yaml",
+        "deploy/k8s/overlays/keda/scaledobject.yaml",
+        "deploy/k8s/components/kafka-auth/kustomization.yaml",
+        "deploy/helm/streamwatch/Chart.yaml",
+        "deploy/helm/streamwatch/values.yaml",
     }
     assert expected <= names
 
@@ -59,10 +73,16 @@ def test_only_endpoints_that_the_daemon_serves() -> None:
     import re
 
     served = {"/metrics", "/healthz", "/readyz"}
-    for d in (DOCKER, K8S, SYSTEMD):
-        for path in d.iterdir():
+    for d in (DOCKER, K8S_ROOT, CHART, SYSTEMD):
+        for path in d.rglob("*"):
+            if not path.is_file() or path.suffix == ".go":
+                continue
             text = path.read_text(encoding="utf-8")
             for endpoint in re.findall(r":9108(/\w+)", text):  # URLs on the metrics port
+                assert endpoint in served, (path, endpoint)
+            requested = re.findall(r"GET (/\w+)", text)  # the readiness probe's request
+            requested += re.findall(r"^\s*path: (/\w+)\s*$", text, re.M)  # httpGet, PodMonitor
+            for endpoint in requested:
                 assert endpoint in served, (path, endpoint)
 
 
@@ -272,13 +292,23 @@ def _port(value: int | str) -> int:
     return int(port)
 
 
+def _readiness_argv() -> list[str]:
+    """The readiness probe's command: python -I -S -c SCRIPT PORT."""
+    argv: list[str] = _container()["readinessProbe"]["exec"]["command"]
+    assert argv[0] == "/opt/streamwatch/venv/bin/python"  # the image's venv (Dockerfile)
+    assert argv[1:4] == ["-I", "-S", "-c"], argv
+    return argv
+
+
 def test_probes_and_scraping_use_the_metrics_port() -> None:
     port = _k8s_config().metrics.port
     container = _container()
-    for name, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        probe = container[name]
-        assert probe["httpGet"]["path"] == path
-        assert _port(probe["httpGet"]["port"]) == port, name
+    probe = container["livenessProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
+    assert _port(probe["httpGet"]["port"]) == port
+    script, probe_port = _readiness_argv()[4:]
+    assert "GET /readyz" in script
+    assert int(probe_port) == port
     assert port in [p["containerPort"] for p in container["ports"]]
     workload = _k8s()["StatefulSet"]
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
@@ -289,6 +319,72 @@ def test_probes_and_scraping_use_the_metrics_port() -> None:
     assert _port(sport["targetPort"]) == port
     labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["clusterIP"] == "None"  # the StatefulSet's governing Service
+    assert workload["spec"]["serviceName"] == service["metadata"]["name"]
+
+
+# The readiness probe, run against the daemon's own HTTP edge (streamwatch.http) in each state
+# of its Health: ready unless something other than partitions is missing, so that a replica
+# without partitions (none yet, or more replicas than partitions) does not stall a rollout.
+@pytest.mark.parametrize(
+    ("state", "ready"),
+    [
+        ({}, True),
+        ({"partitions_assigned": False}, True),
+        ({"model_loaded": False}, False),  # still loading (the server starts before the daemon)
+        ({"state_ready": False}, False),  # restoring checkpoints after an assignment
+        ({"broker_reachable": False}, False),
+        ({"partitions_assigned": False, "broker_reachable": False}, False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_readiness_probe_ignores_only_missing_partitions(
+    state: dict[str, bool], ready: bool
+) -> None:
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry
+
+    from streamwatch.http import Health, serve
+
+    health = Health(model_loaded=True, partitions_assigned=True, state_ready=True)
+    for key, value in state.items():
+        setattr(health, key, value)
+    server = serve("127.0.0.1", 0, CollectorRegistry(), health)
+    try:
+        script = _readiness_argv()[4]
+        port = str(server.server_address[1])
+        # the image's python is 3.11, as this one: the same flags, the same standard library
+        run = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", script, port],
+            capture_output=True,
+            text=True,
+            timeout=_container()["readinessProbe"]["timeoutSeconds"],
+        )
+    finally:
+        server.shutdown()
+    assert (run.returncode == 0) == ready, run.stderr
+    if not ready:
+        assert run.stderr.startswith("waiting for "), run.stderr  # kubelet shows it in events
+
+
+def test_readiness_probe_fails_while_nothing_listens() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])  # bound, not listening: connections are refused
+        run = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _readiness_argv()[4], port],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    assert run.returncode != 0
+    assert "ConnectionRefusedError" in run.stderr
 
 
 def test_model_comes_from_the_read_only_claim() -> None:
