@@ -14,6 +14,10 @@ root=$(cd "$here/../.." && pwd)
 out=${K8S_TOOLS_DIR:-$root/.build/tools}
 mkdir -p "$out"
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+# one build at a time: `make test` starts one in the background, and the manifest tests'
+# own call waits here for it rather than building the same tools beside it
+exec 9>"$out/.lock"
+flock 9
 
 # install NAME STAMP COMMAND...: run COMMAND unless $out/NAME exists and was built from STAMP.
 install() {

@@ -94,7 +94,8 @@ the chart's.
     "max_streams" $v.state.maxStreams
     "idle_ttl_seconds" $v.state.idleTtlSeconds
     "checkpoint_interval_seconds" $v.state.checkpointIntervalSeconds
-    "checkpoint_dir" "/var/lib/streamwatch/state")
+    "checkpoint_dir" "/var/lib/streamwatch/state"
+    "changelog_topic" $v.state.changelogTopic)
   "metrics" (dict "host" "0.0.0.0" "port" $v.metrics.port "liveness_seconds" $v.metrics.livenessSeconds)
   "logging" (dict "level" $v.logging.level "format" $v.logging.format)
 -}}
