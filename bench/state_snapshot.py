@@ -130,10 +130,9 @@ def _changelog(
     try:
         t = time.perf_counter()
         for i, part in enumerate(parts):
-            rows, gone = store.changes(i, full=True)
-            _, failed = log.write(
-                [checkpoint.Job(part, True, 3000, model, rows, gone, True, len(rows["key"]))]
-            )
+            job = checkpoint.Job(part, True, 3000, model, *store.changes(i, full=True))
+            data = checkpoint.encode_segment(0, True, 3000, model, job.rows, job.gone)
+            failed = log.write([(job, data)])
             assert not failed, failed
         wrote = time.perf_counter() - t
         rng = np.random.default_rng(1)
@@ -142,11 +141,9 @@ def _changelog(
         store.state[slots] += 1.0
         t = time.perf_counter()
         for i, part in enumerate(parts):
-            rows, gone = store.changes(i)
-            streams = store.count_owner(i)
-            _, failed = log.write(
-                [checkpoint.Job(part, False, 4000, model, rows, gone, True, streams)]
-            )
+            job = checkpoint.Job(part, False, 4000, model, *store.changes(i))
+            data = checkpoint.encode_segment(1, False, 4000, model, job.rows, job.gone)
+            failed = log.write([(job, data)])
             assert not failed, failed
         wrote_delta = time.perf_counter() - t
         fresh = StateStore.for_model(spec, max_streams=n)

@@ -1,41 +1,41 @@
-"""The changelog's record format: stream state as keyed records that a compacted topic keeps.
+"""The changelog's record format: the checkpoint segments themselves, in a compacted topic.
 
 Local checkpoints (``checkpoint.py``) stay on the member that wrote them; the changelog topic
 lets a partition's state follow the partition to another member.  Changelog partition p holds
-the streams of input partition p (of every input topic, each under its own key prefix), written
-in *rounds*, with the local checkpoints:
+input partition p's state (of every input topic, each under its own key prefix) as the same
+chain of segments the local directory holds, a full one and the deltas after it, each segment
+cut into chunks of at most ``CHUNK_BYTES``:
 
-* one record per stream changed since the last round: key ``<topic> NUL r <stream key>``, value
-  the round's input offset (8 bytes) and the stream's state row (a fixed layout, below);
-* a tombstone (value None) per stream evicted since: compaction then forgets it;
-* last, a *marker*: key ``<topic> NUL m``, value JSON with the input offset the round reflects,
-  the offset of the last *full* round (which wrote every live stream), the number of live
-  streams, the model and the row layout.
+* a chunk: key ``<topic> NUL c NUL <segment id> NUL <index>``, value a slice of the segment's
+  bytes (``checkpoint.encode_segment``: an ``.npz`` whose members are CRC-checked);
+* a *marker*, last: key ``<topic> NUL m``, value JSON naming the chain (each segment's id,
+  chunk count and size, the full one first), the input offset it reflects and the model;
+* once a round has started a new chain, tombstones for every chunk of the chain before it.
 
-A round is only taken as written once its marker is: records after the last marker are a round
-that a crash cut short, and are passed over (``fold``).  Rows older than the last full round
-are left-overs (a stream dropped without a tombstone) and are passed over too.  The marker's
-stream count catches what compaction may have removed under a round cut short: a restore that
-does not find every stream the marker counts refuses the changelog rather than restore a
-state that never was.  Compaction keeps the latest record of every key, so a restore reads
-about one record per live stream, whatever the history.
+A chain counts only once its marker is written: chunks of a round cut short are not named by
+any marker and are passed over (and tombstoned by the next member that reads the partition).
+Segment ids are random, so two members never write the same key.  A few hundred records carry
+a million streams' state: kafka-python's cost per record does not bound how many streams a
+round may hold.
 
-Pure: bytes in, arrays out.  The Kafka side is ``changelog_kafka.py``.
+Pure: bytes in, rows out.  The Kafka side is ``changelog_kafka.py``.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from streamwatch import checkpoint
 from streamwatch.errors import StreamwatchError
 
 FORMAT = 1
-_SEQ = np.dtype(">u8")  # each row's value starts with its round's input offset
+CHUNK_BYTES = 512 * 1024  # under the broker's default max.message.bytes (1 MiB) with room
 
 
 class ChangelogError(StreamwatchError):
@@ -48,69 +48,70 @@ class ChangelogOtherModel(ChangelogError):
     reason = "other_model"
 
 
-def layout(rows: dict[str, np.ndarray]) -> np.dtype:
-    """The row layout of a partition's state: one packed record per stream, a field per
-    state array (``StateStore.changes``' rows), in a fixed order."""
-    return np.dtype(
-        [("seq", _SEQ)]
-        + [(name, arr.dtype.str, arr.shape[1:]) for name, arr in sorted(rows.items())]
-    )
+@dataclass(frozen=True)
+class Link:
+    """One segment of a chain: its id, how many chunks, how many bytes."""
+
+    sid: str
+    chunks: int
+    size: int
 
 
-def describe(dtype: np.dtype) -> list[list[object]]:
-    """The layout as JSON can hold it (the marker's ``layout``)."""
-    assert dtype.names is not None
-    return [[name, dtype[name].base.str, list(dtype[name].shape)] for name in dtype.names]
+def new_id() -> str:
+    return secrets.token_hex(8)
 
 
 def _prefix(topic: str) -> bytes:
     return topic.encode() + b"\x00"
 
 
-def row_key(topic: str, key: int) -> bytes:
-    return _prefix(topic) + b"r" + int(key).to_bytes(8, "big")
-
-
 def marker_key(topic: str) -> bytes:
     return _prefix(topic) + b"m"
 
 
-def encode_rows(
-    topic: str, offset: int, rows: dict[str, np.ndarray]
-) -> tuple[list[bytes], list[bytes], np.dtype]:
-    """Keys and values of a round's row records, and their layout."""
-    dtype = layout(rows)
-    n = len(rows["key"])
-    packed = np.empty(n, dtype)
-    packed["seq"] = offset
-    for name, arr in rows.items():
-        packed[name] = arr
-    raw = packed.tobytes()
-    size = dtype.itemsize
-    values = [raw[i * size : (i + 1) * size] for i in range(n)]
-    prefix = _prefix(topic) + b"r"
-    keys = [prefix + k.to_bytes(8, "big") for k in rows["key"].tolist()]
-    return keys, values, dtype
+def chunk_key(topic: str, sid: str, index: int) -> bytes:
+    return _prefix(topic) + b"c\x00" + sid.encode() + b"\x00" + b"%06d" % index
 
 
-def tombstone_keys(topic: str, gone: np.ndarray) -> list[bytes]:
-    prefix = _prefix(topic) + b"r"
-    return [prefix + int(k).to_bytes(8, "big") for k in np.asarray(gone).tolist()]
+def chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
 
 
-def encode_marker(
-    offset: int, base: int, streams: int, model: dict[str, object], dtype: np.dtype
-) -> bytes:
+def link_keys(topic: str, link: Link) -> list[bytes]:
+    return [chunk_key(topic, link.sid, i) for i in range(link.chunks)]
+
+
+def encode_marker(offset: int, chain: list[Link], model: dict[str, object]) -> bytes:
     return json.dumps(
         {
             "format": FORMAT,
             "offset": offset,
-            "base": base,
-            "streams": streams,
             "model": model,
-            "layout": describe(dtype),
+            "chain": [[link.sid, link.chunks, link.size] for link in chain],
         }
     ).encode()
+
+
+@dataclass(frozen=True)
+class Marker:
+    offset: int  # the next input offset: the chain's state has seen every record before it
+    chain: list[Link]  # the full segment first, then its deltas in order
+    model: dict[str, object]
+
+
+def decode_marker(value: bytes) -> Marker:
+    try:
+        raw: dict[str, Any] = json.loads(value)
+        if raw["format"] != FORMAT:
+            raise ChangelogError(f"changelog format {raw['format']!r}, not {FORMAT}")
+        chain = [Link(str(sid), int(n), int(size)) for sid, n, size in raw["chain"]]
+        if not chain:
+            raise ChangelogError("a marker that names no segment")
+        return Marker(int(raw["offset"]), chain, dict(raw["model"]))
+    except ChangelogError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ChangelogError(f"a marker that does not say what it must: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,9 @@ class Folded:
 
     rows: dict[str, np.ndarray]
     offset: int  # the next input offset: the state has seen every record before it
-    base: int  # the input offset of the last full round
+    marker: Marker
     records: int  # the records read
+    strays: list[bytes]  # keys of chunks no marker names (rounds cut short, chains replaced)
 
 
 def fold(
@@ -130,59 +132,53 @@ def fold(
     ``topic``'s input partition, or None if no round was ever completed.  ``ChangelogError``
     says why the records cannot be used."""
     prefix = _prefix(topic)
-    row_prefix, mark = prefix + b"r", prefix + b"m"
-    done: dict[bytes, bytes] = {}  # rows of rounds whose marker was read
-    pending: dict[bytes, bytes | None] = {}  # rows since the last marker
-    marker: dict[str, Any] | None = None
+    chunk_prefix, mark = prefix + b"c\x00", prefix + b"m"
+    found: dict[bytes, bytes] = {}
+    last: bytes | None = None
     n = 0
     for key, value in records:
         n += 1
-        if key.startswith(row_prefix):
-            pending[key] = value
+        if key.startswith(chunk_prefix):
+            if value is None:
+                found.pop(key, None)
+            else:
+                found[key] = value
         elif key == mark:
-            if value is None:  # a marker's tombstone: the partition's state was wiped
-                done.clear()
-                pending.clear()
-                marker = None
-                continue
-            for k, v in pending.items():
-                if v is None:
-                    done.pop(k, None)
-                else:
-                    done[k] = v
-            pending.clear()
-            try:
-                marker = json.loads(value)
-            except ValueError as exc:
-                raise ChangelogError(f"a marker that is not JSON: {exc}") from exc
-    if marker is None:
+            last = value  # None: the partition's state was wiped
+    if last is None:
         return None
-    try:
-        if marker["format"] != FORMAT:
-            raise ChangelogError(f"changelog format {marker['format']!r}, not {FORMAT}")
-        if marker["model"] != model:
-            raise ChangelogOtherModel(
-                f"written for model {marker['model'].get('name')} "
-                f"{marker['model'].get('version')}, not the one served "
-                f"({model['name']} {model['version']})"
-            )
-        dtype = np.dtype([(name, kind, tuple(shape)) for name, kind, shape in marker["layout"]])
-        offset, base, streams = int(marker["offset"]), int(marker["base"]), int(marker["streams"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ChangelogError(f"a marker that does not say what it must: {exc!r}") from exc
-    values = [v for v in done.values() if len(v) == dtype.itemsize]
-    if len(values) != len(done):
-        raise ChangelogError(f"rows of another size than the marker's layout ({dtype.itemsize} B)")
-    packed = np.frombuffer(b"".join(values), dtype)
-    packed = packed[(packed["seq"] >= base) & (packed["seq"] <= offset)]
-    if len(packed) != streams:
-        raise ChangelogError(
-            f"{len(packed)} stream(s) found as of offset {offset}, where its marker counts "
-            f"{streams}: rows of a round cut short were compacted away"
+    marker = decode_marker(last)
+    if marker.model != model:
+        raise ChangelogOtherModel(
+            f"written for model {marker.model.get('name')} {marker.model.get('version')}, "
+            f"not the one served ({model['name']} {model['version']})"
         )
-    rows = {
-        name: np.ascontiguousarray(packed[name])
-        for name in packed.dtype.names or ()
-        if name != "seq"
-    }
-    return Folded(rows, offset, base, n)
+    segments = []
+    named: set[bytes] = set()
+    for link in marker.chain:
+        keys = link_keys(topic, link)
+        named.update(keys)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise ChangelogError(
+                f"segment {link.sid} lacks {len(missing)} of its {link.chunks} chunk(s)"
+            )
+        data = b"".join(found[k] for k in keys)
+        if len(data) != link.size:
+            raise ChangelogError(f"segment {link.sid}: {len(data)} bytes, not {link.size}")
+        try:
+            segments.append(checkpoint.decode_segment(data, f"changelog segment {link.sid}"))
+        except checkpoint.CheckpointError as exc:
+            raise ChangelogError(str(exc)) from exc
+    base, deltas = segments[0], segments[1:]
+    if not base.full or any(s.full for s in deltas):
+        raise ChangelogError("a chain that is not one full segment and its deltas")
+    rows = base.rows
+    for delta in deltas:
+        rows = checkpoint.apply_delta(rows, delta)
+    if segments[-1].offset != marker.offset:
+        raise ChangelogError(
+            f"its last segment reflects offset {segments[-1].offset}, its marker {marker.offset}"
+        )
+    strays = [k for k in found if k not in named]
+    return Folded(rows, marker.offset, marker, n, strays)

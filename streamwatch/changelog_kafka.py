@@ -20,6 +20,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
 from streamwatch import changelog
+from streamwatch.changelog import Link
 from streamwatch.checkpoint import Failure, Job
 from streamwatch.errors import SourceError
 from streamwatch.sinks.kafka import admin_settings, closing_quietly
@@ -28,14 +29,10 @@ from streamwatch.sources import Partition
 log = logging.getLogger("streamwatch")
 
 KEY = "state.changelog_topic"
-# what the topic needs: compaction keeps each stream's latest row; a round cut short by a crash
-# is not compacted under a later round for this long (its rows are then found missing and the
-# changelog refused, rather than used)
-TOPIC_CONFIGS = {
-    "cleanup.policy": "compact",
-    "min.compaction.lag.ms": str(3_600_000),
-    "segment.bytes": str(64 * 1024 * 1024),
-}
+# What the topic needs: compaction keeps each input topic's latest marker and every chunk not
+# tombstoned (chunk keys are never reused), and smaller log segments than the broker's 1 GiB
+# let it drop the chains replaced soon.
+TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(64 * 1024 * 1024)}
 FLUSH_SECONDS = 30.0  # a round's records get this long to be acknowledged
 RESTORE_POLL_MS = 500
 RESTORE_STALL_SECONDS = 60.0  # a restore that reads nothing for this long gives up
@@ -50,9 +47,13 @@ class Changelog:
         self._settings, self._producer_extra = settings, producer
         self._producer: KafkaProducer | None = None
         self._reader: KafkaConsumer | None = None
-        # input partition -> the input offset of its last full round in the changelog; a
-        # partition absent here gets a full round next (deltas need a base to build on)
-        self.base: dict[Partition, int] = {}
+        # input partition -> the chain its changelog marker names, as this member last wrote
+        # or read it; deltas go on it only while it holds the state served ("current")
+        self.chains: dict[Partition, list[Link]] = {}
+        self.current: set[Partition] = set()
+        # chunk keys no marker names any more (chains replaced, rounds cut short found by a
+        # restore): tombstoned with the partition's next round
+        self.strays: dict[Partition, list[bytes]] = {}
 
     # -- start ---------------------------------------------------------------------------
 
@@ -129,28 +130,26 @@ class Changelog:
     @property
     def producer(self) -> KafkaProducer:
         if self._producer is None:
-            tuning = {"linger_ms": 20, "batch_size": 256 * 1024, "retries": 5}
+            tuning = {"linger_ms": 20, "retries": 5}
             tuning.update(self._producer_extra)
-            # one connection's worth in flight: a retried batch must not land after the next
+            # one request in flight: a retried chunk must not land after the marker
             tuning["max_in_flight_requests_per_connection"] = 1
             self._producer = KafkaProducer(**tuning, **self._settings, acks="all")
         return self._producer
 
-    def write(self, jobs: list[Job]) -> tuple[dict[Partition, dict[str, int]], list[Failure]]:
-        """Send each job's round (rows, tombstones, then its marker) and wait for the broker.
-        Returns, per partition written, where the changelog stood after it (``end``, ``base``),
-        and the partitions that failed, with why: their next round must be full.  Never
-        raises."""
-        done: dict[Partition, dict[str, int]] = {}
+    def write(self, segments: list[tuple[Job, bytes]]) -> list[Failure]:
+        """Send each partition's segment (its chunks, then the marker naming its chain, then
+        tombstones for the chain it replaces) and wait for the broker.  Returns the partitions
+        that failed, with why: their next round must be full.  Never raises."""
         failed: list[Failure] = []
-        sent: list[tuple[Job, int, list[Any]]] = []
-        for job in jobs:
-            if not job.full and job.part not in self.base:
-                failed.append((job.part, "a delta with no full round before it in the changelog"))
+        sent: list[tuple[Job, list[Link], list[Any]]] = []
+        for job, data in segments:
+            chain = self.chains.get(job.part)
+            if not job.full and (chain is None or job.part not in self.current):
+                failed.append((job.part, "a delta with no whole chain before it in the changelog"))
                 continue
-            base = job.offset if job.full else self.base[job.part]
             try:
-                sent.append((job, base, self._send(job, base)))
+                sent.append(self._send(job, data, chain))
             except Exception as exc:  # no metadata, no producer: the broker away
                 failed.append((job.part, f"not sent: {exc}"))
         if sent:
@@ -158,35 +157,50 @@ class Changelog:
                 self.producer.flush(timeout=FLUSH_SECONDS)
             except Exception as exc:  # a timeout: the futures below say which
                 log.debug("changelog flush: %s", exc)
-        for job, base, futures in sent:
+        for job, chain, futures in sent:
             bad = next((f for f in futures if not f.succeeded()), None)
             if bad is not None:
                 failed.append((job.part, str(bad.exception or "not acknowledged in time")))
-                self.base.pop(job.part, None)
                 continue
-            self.base[job.part] = base
-            done[job.part] = {"end": futures[-1].value.offset + 1, "base": base}
+            if job.full:  # the chain it replaces goes with the partition's next round
+                old = self.chains.get(job.part) or []
+                self.strays[job.part] = [
+                    k for o in old for k in changelog.link_keys(job.part[0], o)
+                ]
+            self.chains[job.part] = chain
+            self.current.add(job.part)
         for part, _ in failed:
-            self.base.pop(part, None)
-        return done, failed
+            self.current.discard(part)
+        return failed
 
-    def _send(self, job: Job, base: int) -> list[Any]:
+    def _send(
+        self, job: Job, data: bytes, chain: list[Link] | None
+    ) -> tuple[Job, list[Link], list[Any]]:
         topic, partition = job.part
         send = self.producer.send
-        keys, values, dtype = changelog.encode_rows(topic, job.offset, job.rows)
+        # First the chunks of the chain the last full round replaced: its marker (acknowledged)
+        # names the new chain, so nothing named is deleted, whatever becomes of this round.
+        # Sent with the marker instead, they could land though the marker failed.
         futures = [
-            send(self.topic, key=k, value=v, partition=partition)
-            for k, v in zip(keys, values, strict=True)
-        ]
-        futures += [
             send(self.topic, key=k, value=None, partition=partition)
-            for k in changelog.tombstone_keys(topic, job.gone)
+            for k in self.strays.pop(job.part, [])
         ]
-        marker = changelog.encode_marker(job.offset, base, job.streams, job.model, dtype)
-        futures.append(
-            send(self.topic, key=changelog.marker_key(topic), value=marker, partition=partition)
-        )
-        return futures
+        pieces = changelog.chunks(data)
+        link = Link(changelog.new_id(), len(pieces), len(data))
+        futures += [
+            send(
+                self.topic,
+                key=changelog.chunk_key(topic, link.sid, i),
+                value=v,
+                partition=partition,
+            )
+            for i, v in enumerate(pieces)
+        ]
+        new = [link] if job.full or chain is None else [*chain, link]
+        marker = changelog.encode_marker(job.offset, new, job.model)
+        key = changelog.marker_key(topic)
+        futures.append(send(self.topic, key=key, value=marker, partition=partition))
+        return job, new, futures
 
     # -- restore (the run loop's thread) ---------------------------------------------------
 
@@ -197,14 +211,52 @@ class Changelog:
                 **self._settings,
                 group_id=None,
                 enable_auto_commit=False,
-                max_partition_fetch_bytes=8 * 1024 * 1024,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024,
             )
         return self._reader
 
-    def end_offset(self, partition: int) -> int:
+    def last_marker(self, part: Partition) -> changelog.Marker | None:
+        """The marker of ``part``'s last round, if the partition's last record is one (None:
+        empty, or a round cut short, or another input topic's round last)."""
+        topic, partition = part
         tp = TopicPartition(self.topic, partition)
-        return int(self.reader.end_offsets([tp])[tp])
+        try:
+            reader = self.reader
+            end = int(reader.end_offsets([tp])[tp])
+            if end == 0:
+                return None
+            reader.assign([tp])
+            reader.seek(tp, end - 1)
+            deadline = time.monotonic() + RESTORE_STALL_SECONDS
+            while time.monotonic() < deadline:
+                records = reader.poll(timeout_ms=RESTORE_POLL_MS).get(tp, [])
+                for rec in records:
+                    if rec.offset == end - 1:
+                        if rec.key != changelog.marker_key(topic) or rec.value is None:
+                            return None
+                        return changelog.decode_marker(rec.value)
+                if (reader.position(tp) or 0) >= end:
+                    return None  # compacted away meanwhile: scan
+            raise SourceError(
+                f"{KEY}: partition {partition}: its last record not read", retriable=True
+            )
+        except KafkaError as exc:
+            raise SourceError(
+                f"{KEY}: reading partition {partition}: {exc}", retriable=True
+            ) from exc
+        finally:
+            if self._reader is not None:
+                self._reader.assign([])
+
+    def adopt(self, part: Partition, marker: changelog.Marker, current: bool) -> None:
+        """Take ``marker``'s chain as the partition's: deltas go on it while it is
+        ``current`` (the state served is the one it holds); the next full round replaces it."""
+        self.chains[part] = list(marker.chain)
+        if current:
+            self.current.add(part)
+        else:
+            self.current.discard(part)
 
     def restore(
         self,
@@ -214,7 +266,9 @@ class Changelog:
     ) -> changelog.Folded | None:
         """Read the changelog partition of ``part`` to its end and fold it (``fold``);
         ``progress(read, total)`` is told as records come.  ``ChangelogError`` if what is
-        there cannot be used; ``SourceError`` (retriable) if it cannot be read."""
+        there cannot be used; ``SourceError`` (retriable) if it cannot be read.  The chain
+        found becomes the partition's (current), and the chunks no marker names are
+        tombstoned with the next full round."""
         topic, partition = part
         tp = TopicPartition(self.topic, partition)
         try:
@@ -232,7 +286,8 @@ class Changelog:
             if self._reader is not None:
                 self._reader.assign([])
         if got is not None:
-            self.base[part] = got.base
+            self.adopt(part, got.marker, current=True)
+            self.strays[part] = got.strays
         return got
 
     def _read(
@@ -243,11 +298,10 @@ class Changelog:
         end: int,
         progress: Callable[[int, int], None] | None,
     ) -> Iterator[tuple[bytes, bytes | None]]:
-        total, read, position = max(end - start, 0), 0, start
+        total, position = max(end - start, 0), start
         last_news = time.monotonic()
         while position < end:
-            batch = reader.poll(timeout_ms=RESTORE_POLL_MS, max_records=100_000)
-            records = batch.get(tp, [])
+            records = reader.poll(timeout_ms=RESTORE_POLL_MS, max_records=10_000).get(tp, [])
             if records:
                 last_news = time.monotonic()
             elif time.monotonic() - last_news > RESTORE_STALL_SECONDS:
@@ -262,13 +316,14 @@ class Changelog:
                 yield rec.key, rec.value
             if records:
                 position = records[-1].offset + 1
-                read = position - start
                 if progress is not None:
-                    progress(min(read, total), total)
+                    progress(min(position - start, total), total)
             position = max(position, reader.position(tp) or position)
 
     def forget(self, part: Partition) -> None:
-        self.base.pop(part, None)
+        self.chains.pop(part, None)
+        self.current.discard(part)
+        self.strays.pop(part, None)
 
     def close(self) -> None:
         with closing_quietly():

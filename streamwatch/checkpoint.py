@@ -21,6 +21,7 @@ no partial segment.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -44,8 +45,6 @@ from streamwatch.sources import Partition
 log = logging.getLogger("streamwatch")
 
 FORMAT = 2
-# a partition whose segment (or changelog round) was not written, and why
-Failure: TypeAlias = tuple[Partition, str]
 _SEGMENT = re.compile(r"^(\d{12})\.(full|delta)\.npz$")
 
 
@@ -82,9 +81,6 @@ class Segment:
     model: dict[str, object]
     rows: dict[str, np.ndarray]
     gone: np.ndarray  # keys of streams evicted since the segment before (deltas only)
-    # where the changelog stood once this segment's round was in it (changelog_kafka.py):
-    # {"end": its end offset, "base": its last full round's offset}; None: not written there
-    changelog: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,6 @@ class Restored:
     seq: int  # the last segment applied
     segments: int  # how many were applied
     skipped: list[str]  # why segments on disk were passed over (damaged ones)
-    changelog: dict[str, int] | None = None  # the last segment's (``Segment.changelog``)
 
 
 def partition_dir(root: Path, part: Partition) -> Path:
@@ -118,38 +113,40 @@ def segments(where: Path) -> list[tuple[int, bool, Path]]:
     return sorted(found)
 
 
-def write_segment(
-    where: Path,
+def encode_segment(
     seq: int,
     full: bool,
     offset: int,
     model: dict[str, object],
     rows: dict[str, np.ndarray],
     gone: np.ndarray,
-    changelog: dict[str, int] | None = None,
-) -> int:
-    """Write one segment atomically; return its size in bytes."""
+) -> bytes:
+    """One segment's bytes, as a file holds them (and the changelog, in chunks)."""
+    meta = {"format": FORMAT, "seq": seq, "full": full, "offset": offset, "model": model}
+    arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    arrays["gone"] = np.asarray(gone, np.uint64)
+    arrays.update({f"row.{name}": arr for name, arr in rows.items()})
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def write_segment(where: Path, seq: int, full: bool, data: bytes) -> int:
+    """Write one segment's bytes atomically; return its size."""
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{seq:012d}.{'full' if full else 'delta'}.npz"
-    meta = {"format": FORMAT, "seq": seq, "full": full, "offset": offset, "model": model}
-    if changelog is not None:
-        meta["changelog"] = changelog
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as f:
-            arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-            arrays["gone"] = np.asarray(gone, np.uint64)
-            arrays.update({f"row.{name}": arr for name, arr in rows.items()})
-            np.savez(f, **arrays)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            size = f.tell()
         os.replace(tmp, path)
         _sync_dir(where)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not keep half a segment about
         raise
-    return size
+    return len(data)
 
 
 def _sync_dir(where: Path) -> None:
@@ -163,12 +160,21 @@ def _sync_dir(where: Path) -> None:
 def read_segment(path: Path) -> Segment:
     """Read one segment; ``CheckpointError`` names the file and what is wrong with it."""
     try:
-        # our own handle: np.load leaves its own open when the file is not a zip
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint segment: {exc}") from exc
+    return decode_segment(data, str(path))
+
+
+def decode_segment(data: bytes, name: str) -> Segment:
+    """A segment from its bytes; ``CheckpointError`` names it (``name``) and says what is
+    wrong with it."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {member: z[member] for member in z.files}
         meta = json.loads(arrays.pop("meta").tobytes())
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, not {FORMAT}")
+            raise CheckpointError(f"{name}: checkpoint format {meta.get('format')!r}, not {FORMAT}")
         rows = {k.removeprefix("row."): v for k, v in arrays.items() if k.startswith("row.")}
         return Segment(
             int(meta["seq"]),
@@ -177,12 +183,11 @@ def read_segment(path: Path) -> Segment:
             dict(meta["model"]),
             rows,
             arrays["gone"],
-            meta.get("changelog"),
         )
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint segment: {exc}") from exc
+        raise CheckpointError(f"{name}: not a readable checkpoint segment: {exc}") from exc
 
 
 def restore(where: Path, model: dict[str, object]) -> Restored | None:
@@ -214,15 +219,15 @@ def restore(where: Path, model: dict[str, object]) -> Restored | None:
                 break  # later deltas build on this one: the state as of the one before
             if delta.model != model:
                 break
-            rows = _apply(rows, delta)
+            rows = apply_delta(rows, delta)
             last, applied = delta, applied + 1
-        return Restored(rows, last.offset, last.seq, applied, skipped, last.changelog)
+        return Restored(rows, last.offset, last.seq, applied, skipped)
     if skipped:
         raise CheckpointError("; ".join(skipped))
     return None
 
 
-def _apply(rows: dict[str, np.ndarray], delta: Segment) -> dict[str, np.ndarray]:
+def apply_delta(rows: dict[str, np.ndarray], delta: Segment) -> dict[str, np.ndarray]:
     """Rows after a delta: its evicted streams gone, its changed ones replaced or added."""
     keys = rows["key"]
     drop = np.isin(keys, delta.gone) | np.isin(keys, delta.rows["key"])
@@ -296,18 +301,27 @@ class Checkpoints:
             or chain.deltas >= self.MAX_DELTAS
         )
 
-    def write(self, job: Job, changelog: dict[str, int] | None = None) -> int:
-        """Write the partition's next segment; return its size."""
-        part, full = job.part, job.full
+    def next_seq(self, part: Partition) -> int:
+        """The number of the partition's next segment."""
+        return self._chain(part).seq
+
+    def _chain(self, part: Partition) -> _Chain:
         chain = self._chains.get(part)
-        where = partition_dir(self.root, part)
         if chain is None:
-            found = segments(where)
+            found = segments(partition_dir(self.root, part))
             chain = self._chains[part] = _Chain(found[-1][0] + 1 if found else 0, 0, 0)
+        return chain
+
+    def write(self, job: Job, data: bytes | None = None) -> int:
+        """Write the partition's next segment (``data``: encoded already, by
+        ``encode_segment`` with ``next_seq``); return its size."""
+        part, full = job.part, job.full
+        chain = self._chain(part)
+        if data is None:
+            data = encode_segment(chain.seq, full, job.offset, job.model, job.rows, job.gone)
+        where = partition_dir(self.root, part)
         try:
-            size = write_segment(
-                where, chain.seq, full, job.offset, job.model, job.rows, job.gone, changelog
-            )
+            size = write_segment(where, chain.seq, full, data)
         finally:
             if full:
                 self._full_queued.discard(part)
@@ -347,13 +361,16 @@ class Job:
     rows: dict[str, np.ndarray]
     gone: np.ndarray
     changelog: bool = True  # and to the changelog, if one is kept (not for partitions lost)
-    streams: int = 0  # the partition's live streams after it (what the changelog counts)
+
+
+# a partition whose segment (or changelog round) was not written, and why
+Failure: TypeAlias = tuple[Partition, str]
 
 
 class RoundWriter(Protocol):
-    """Where a round goes before the local segments (``changelog_kafka.Changelog``)."""
+    """Where a round's segments go besides the local disk (``changelog_kafka.Changelog``)."""
 
-    def write(self, jobs: list[Job]) -> tuple[dict[Partition, dict[str, int]], list[Failure]]: ...
+    def write(self, segments: list[tuple[Job, bytes]]) -> list[Failure]: ...
 
 
 class Writer:
@@ -404,28 +421,37 @@ class Writer:
                 if jobs is None:
                     return
                 started, written, failed = time.perf_counter(), 0, []
-                logged: dict[Partition, dict[str, int]] = {}
-                log_failed: list[Failure] = []
-                if self.changelog is not None:
-                    # first the changelog, so that each local segment says where it stood
-                    logged, log_failed = self.changelog.write([j for j in jobs if j.changelog])
-                    # its next round must be full: a delta on a round not written would lose
-                    # the changes in it
-                    self.failed.extend(part for part, _ in log_failed)
+                to_log: list[tuple[Job, bytes]] = []
                 for job in jobs:
-                    if job.part in self._broken and not job.full:
-                        # a delta on a segment that is not on disk would restore a state
-                        # that never was: only a full segment mends the chain
+                    # a delta on a segment that is not on disk would restore a state that
+                    # never was: only a full segment mends the chain
+                    refused = job.part in self._broken and not job.full
+                    seq, unlisted = 0, None
+                    if not refused:
+                        try:
+                            seq = self.checkpoints.next_seq(job.part)
+                        except CheckpointError as exc:  # its directory cannot be listed
+                            unlisted = str(exc)
+                    data = encode_segment(seq, job.full, job.offset, job.model, job.rows, job.gone)
+                    if job.changelog and self.changelog is not None:
+                        to_log.append((job, data))  # whatever becomes of the local copy
+                    if refused or unlisted is not None:
                         self.failed.append(job.part)
+                        if unlisted is not None:
+                            self._broken.add(job.part)
+                            failed.append((job.part, unlisted))
                         continue
                     try:
-                        written += self.checkpoints.write(job, logged.get(job.part))
+                        written += self.checkpoints.write(job, data)
                     except (OSError, CheckpointError) as exc:
                         self._broken.add(job.part)
                         self.failed.append(job.part)
                         failed.append((job.part, str(exc)))
                     else:
                         self._broken.discard(job.part)
+                log_failed = self.changelog.write(to_log) if self.changelog and to_log else []
+                # a partition whose round the changelog did not take: its next one is full
+                self.failed.extend(part for part, _ in log_failed)
                 self._on_round(written, time.perf_counter() - started, failed, log_failed)
             except Exception:  # never let the writer die silently: the next round is full
                 log.exception("checkpoint writer")

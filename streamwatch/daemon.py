@@ -71,9 +71,11 @@ class StateLog(checkpoint.RoundWriter, Protocol):
     """Where a partition's state is kept beside the local checkpoints (``changelog_kafka``)."""
 
     topic: str
-    base: dict[Partition, int]
+    current: set[Partition]  # partitions whose changelog chain holds the state served
 
-    def end_offset(self, partition: int) -> int: ...
+    def last_marker(self, part: Partition) -> changelog.Marker | None: ...
+
+    def adopt(self, part: Partition, marker: changelog.Marker, current: bool) -> None: ...
 
     def restore(
         self,
@@ -397,15 +399,15 @@ class Daemon:
     def _read_changelog(
         self, part: Partition, local: checkpoint.Restored | None
     ) -> tuple[changelog.Folded | None, tuple[str, str] | None]:
-        """The changelog's state of ``part``, unless the local checkpoint is as new (it says
-        where the changelog stood when it was written, and nobody wrote there since): then
-        None, and the changelog's base is the one the checkpoint recorded.  Also the cold
-        start reason and why, if the changelog could not be used."""
+        """The changelog's state of ``part``, unless the local checkpoint is as new (the
+        changelog's last round is the one this member wrote with it): then None, and the
+        changelog's chain goes on.  Also the cold start reason and why, if the changelog
+        could not be used."""
         assert self.changelog is not None
         try:
-            end = self.changelog.end_offset(part[1])
-            if local is not None and local.changelog is not None and local.changelog["end"] == end:
-                self.changelog.base[part] = local.changelog["base"]
+            last = self.changelog.last_marker(part)
+            if local is not None and last is not None and last.offset == local.offset:
+                self.changelog.adopt(part, last, current=True)
                 return None, None
             started = time.monotonic()
             self.health.state_detail = f"restoring {part[0]}[{part[1]}] from the changelog"
@@ -434,6 +436,9 @@ class Daemon:
                     len(got.rows["key"]),
                     got.offset,
                 )
+                if local is not None and local.offset >= got.offset:
+                    # the local state is served: the changelog's chain lacks what is newer
+                    self.changelog.current.discard(part)
             return got, None
         except changelog.ChangelogError as exc:
             return None, (exc.reason, f"changelog {self.changelog.topic}: {exc}")
@@ -486,16 +491,13 @@ class Daemon:
             if offset is None or owner is None:
                 continue
             full = part in self._full or self.checkpoints.needs_full(part)
-            # the changelog's deltas need a full round of its own to build on
-            full = full or (self.changelog is not None and part not in self.changelog.base)
+            # the changelog's deltas need a chain of its own that holds the state served
+            full = full or (self.changelog is not None and part not in self.changelog.current)
             rows, gone = self.engine.store.changes(owner, full=full)  # copies
             if not (full or len(rows["key"]) or len(gone) or self._saved.get(part) != offset):
                 continue
-            streams = self.engine.store.count_owner(owner)
             jobs.append(
-                checkpoint.Job(
-                    part, full, offset, self._model_id, rows, gone, to_changelog, streams
-                )
+                checkpoint.Job(part, full, offset, self._model_id, rows, gone, to_changelog)
             )
             self.checkpoints.queued(part, full)
             self._full.discard(part)

@@ -281,7 +281,7 @@ class StateStore:
     def changes(self, owner: int, full: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """What a partition's checkpoint records, and forgets it as changed: the rows (as
         ``export``'s) of its streams changed since its last checkpoint (every stream, with
-        ``full``), and the keys of its streams evicted since."""
+        ``full``), and the keys of its streams evicted since (none with ``full``)."""
         used = self._used()
         mine = used[self.owner[used] == owner]
         if not full:
@@ -290,15 +290,9 @@ class StateStore:
         gone = [k[o == owner] for o, k in self._gone]
         self._gone = [(o[o != owner], k[o != owner]) for o, k in self._gone]
         self._gone = [(o, k) for o, k in self._gone if len(o)]
-        # a full checkpoint replaces what was before it; the changelog still needs tombstones
-        keys = np.concatenate(gone) if gone else np.zeros(0, np.uint64)
+        keys = np.concatenate(gone) if gone and not full else np.zeros(0, np.uint64)
         rows = {name: getattr(self, name)[mine] for name in _ROWS if name != "last_seen"}
         return rows, keys
-
-    def count_owner(self, owner: int) -> int:
-        """How many live streams arrive on partition ``owner``."""
-        used = self._used()
-        return int(np.count_nonzero(self.owner[used] == owner))
 
     def add(self, rows: dict[str, np.ndarray], owner: int, now: float) -> int:
         """Take on a partition's streams (``export``'s or ``changes``' rows) beside those the

@@ -1,115 +1,140 @@
-"""The changelog's record format: rounds, their markers, and what a restore may trust."""
+"""The changelog's record format: segment chains in chunks, their markers, and what a restore
+may trust."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from streamwatch import changelog
-from streamwatch.changelog import ChangelogError, ChangelogOtherModel, fold
+from streamwatch import changelog, checkpoint
+from streamwatch.changelog import ChangelogError, ChangelogOtherModel, Link, fold
 
 MODEL = {"name": "m", "version": "1"}
+Records = list[tuple[bytes, bytes | None]]
 
 
-def _rows(keys: list[int], value: float) -> dict[str, np.ndarray]:
+def _rows(keys: list[int], value: float, width: int = 4) -> dict[str, np.ndarray]:
     n = len(keys)
-    return {
-        "key": np.array(keys, np.uint64),
-        "state": np.full((n, 4), value, np.float32),
-        "last_ts": np.full(n, value),
-    }
+    return {"key": np.array(keys, np.uint64), "state": np.full((n, width), value, np.float32)}
 
 
-def _round(
-    topic: str,
-    offset: int,
-    base: int,
-    rows: dict[str, np.ndarray],
-    streams: int,
-    gone: tuple[int, ...] = (),
-    marker: bool = True,
-) -> list[tuple[bytes, bytes | None]]:
-    keys, values, dtype = changelog.encode_rows(topic, offset, rows)
-    out: list[tuple[bytes, bytes | None]] = list(zip(keys, values, strict=True))
-    out += [(k, None) for k in changelog.tombstone_keys(topic, np.array(gone, np.uint64))]
-    if marker:
-        value = changelog.encode_marker(offset, base, streams, MODEL, dtype)
-        out.append((changelog.marker_key(topic), value))
-    return out
+class _Log:
+    """A changelog partition written as ``changelog_kafka.Changelog`` writes it."""
+
+    def __init__(self, topic: str = "in") -> None:
+        self.topic, self.records, self.chain = topic, [], []  # type: ignore[var-annotated]
+
+    def round(
+        self,
+        offset: int,
+        full: bool,
+        rows: dict[str, np.ndarray],
+        gone: tuple[int, ...] = (),
+        marker: bool = True,
+        model: dict[str, object] = MODEL,
+    ) -> None:
+        data = checkpoint.encode_segment(0, full, offset, model, rows, np.array(gone, np.uint64))
+        pieces = changelog.chunks(data)
+        link = Link(changelog.new_id(), len(pieces), len(data))
+        self.records += [
+            (changelog.chunk_key(self.topic, link.sid, i), v) for i, v in enumerate(pieces)
+        ]
+        if not marker:
+            return
+        old, self.chain = self.chain, [link] if full else [*self.chain, link]
+        value = changelog.encode_marker(offset, self.chain, model)
+        self.records.append((changelog.marker_key(self.topic), value))
+        if full:
+            self.records += [(k, None) for o in old for k in changelog.link_keys(self.topic, o)]
 
 
-def _compact(records: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+def _compact(records: Records) -> Records:
     """What log compaction leaves: the last record of every key, in log order (tombstones
     kept, as within delete.retention.ms)."""
     last = {k: i for i, (k, _) in enumerate(records)}
     return [r for i, r in enumerate(records) if last[r[0]] == i]
 
 
-def test_a_full_round_then_deltas_fold_to_the_latest_state_before_and_after_compaction() -> None:
-    log = _round("in", 100, 100, _rows([5, 6, 7], 1.0), 3)
-    log += _round("in", 150, 100, _rows([6], 2.0), 2, gone=(7,))
-    log += _round("in", 180, 100, _rows([8], 3.0), 3)
-    for records in (log, _compact(log)):
+def _state(got: changelog.Folded | None) -> dict[int, float]:
+    assert got is not None
+    return dict(zip(got.rows["key"].tolist(), got.rows["state"][:, 0].tolist(), strict=True))
+
+
+def test_a_full_segment_and_its_deltas_fold_to_the_latest_state_before_and_after_compaction():
+    log = _Log()
+    log.round(100, True, _rows([5, 6, 7], 1.0))
+    log.round(150, False, _rows([6], 2.0), gone=(7,))
+    log.round(180, False, _rows([8], 3.0))
+    for records in (log.records, _compact(log.records)):
         got = fold(records, "in", MODEL)
-        assert got is not None
-        assert (got.offset, got.base) == (180, 100)
-        order = np.argsort(got.rows["key"])
-        assert got.rows["key"][order].tolist() == [5, 6, 8]
-        assert got.rows["state"][order][:, 0].tolist() == [1.0, 2.0, 3.0]
-        assert got.rows["last_ts"][order].tolist() == [1.0, 2.0, 3.0]
-        assert got.rows["state"].shape == (3, 4)
+        assert _state(got) == {5: 1.0, 6: 2.0, 8: 3.0}
+        assert got is not None and got.offset == 180 and got.strays == []
 
 
-def test_a_round_cut_short_before_its_marker_is_passed_over() -> None:
-    log = _round("in", 100, 100, _rows([5, 6], 1.0), 2)
-    log += _round("in", 150, 100, _rows([6, 9], 2.0), 3, gone=(5,), marker=False)
-    got = fold(log, "in", MODEL)
-    assert got is not None and got.offset == 100
-    assert sorted(got.rows["key"].tolist()) == [5, 6]
-    assert got.rows["state"][:, 0].tolist() == [1.0, 1.0]
+def test_a_new_full_chain_replaces_the_old_one_whose_chunks_compaction_then_drops() -> None:
+    log = _Log()
+    log.round(100, True, _rows([5, 6], 1.0))
+    log.round(150, False, _rows([6], 2.0))
+    log.round(200, True, _rows([6, 9], 4.0))
+    compacted = _compact(log.records)
+    assert len(compacted) < len(log.records)
+    assert _state(fold(compacted, "in", MODEL)) == {6: 4.0, 9: 4.0}
 
 
-def test_rows_a_cut_short_round_compacted_away_refuse_the_changelog_rather_than_lie() -> None:
-    log = _round("in", 100, 100, _rows([5, 6], 1.0), 2)
-    log += _round("in", 150, 100, _rows([6], 2.0), 2, marker=False)
-    with pytest.raises(ChangelogError, match="marker counts 2"):
-        fold(_compact(log), "in", MODEL)  # stream 6's row of the round at 100 is gone
+def test_a_state_larger_than_a_chunk_travels_in_several_and_comes_back_whole() -> None:
+    log = _Log()
+    rows = _rows(list(range(2, 2002)), 7.0, width=128)  # 1 MB of state: two chunks or more
+    log.round(10, True, rows)
+    assert sum(1 for k, _ in log.records if b"\x00c\x00" in k) >= 2
+    got = fold(_compact(log.records), "in", MODEL)
+    assert got is not None and np.array_equal(got.rows["state"], rows["state"])
+    assert all(len(v or b"") <= changelog.CHUNK_BYTES for _, v in log.records)
 
 
-def test_rows_older_than_the_last_full_round_are_left_overs() -> None:
-    """A full round rewrites every live stream; a stream dropped without a tombstone (its
-    state lost with a member) must not come back from an older round."""
-    log = _round("in", 100, 100, _rows([5, 6], 1.0), 2)
-    log += _round("in", 200, 200, _rows([6], 2.0), 1)
-    got = fold(_compact(log), "in", MODEL)
-    assert got is not None and got.rows["key"].tolist() == [6]
+def test_a_round_cut_short_before_its_marker_is_passed_over_and_its_chunks_are_strays() -> None:
+    log = _Log()
+    log.round(100, True, _rows([5, 6], 1.0))
+    log.round(150, False, _rows([6, 9], 2.0), gone=(5,), marker=False)
+    got = fold(log.records, "in", MODEL)
+    assert _state(got) == {5: 1.0, 6: 1.0}
+    assert got is not None and got.offset == 100 and len(got.strays) == 1
+
+
+def test_a_chain_missing_a_chunk_refuses_the_changelog_rather_than_lie() -> None:
+    log = _Log()
+    log.round(100, True, _rows([5, 6], 1.0))
+    missing = [r for r in log.records if b"\x00c\x00" not in r[0]]
+    with pytest.raises(ChangelogError, match="lacks 1 of its 1 chunk"):
+        fold(missing, "in", MODEL)
+
+
+def test_a_damaged_chunk_fails_the_segments_checksum() -> None:
+    log = _Log()
+    log.round(100, True, _rows([5, 6], 1.0))
+    key, value = log.records[0]
+    assert value is not None
+    damaged = value[:-40] + bytes(b ^ 0xFF for b in value[-40:-20]) + value[-20:]
+    with pytest.raises(ChangelogError):
+        fold([(key, damaged), *log.records[1:]], "in", MODEL)
 
 
 def test_the_input_topics_sharing_a_changelog_partition_are_kept_apart() -> None:
-    log = _round("a", 10, 10, _rows([5], 1.0), 1) + _round("b", 20, 20, _rows([5, 6], 2.0), 2)
-    a, b = fold(log, "a", MODEL), fold(log, "b", MODEL)
-    assert a is not None and b is not None
-    assert (a.offset, a.rows["key"].tolist()) == (10, [5])
-    assert (b.offset, sorted(b.rows["key"].tolist())) == (20, [5, 6])
-    assert fold(log, "c", MODEL) is None
+    a, b = _Log("a"), _Log("b")
+    a.round(10, True, _rows([5], 1.0))
+    b.round(20, True, _rows([5, 6], 2.0))
+    records = a.records + b.records
+    assert _state(fold(records, "a", MODEL)) == {5: 1.0}
+    assert _state(fold(records, "b", MODEL)) == {5: 2.0, 6: 2.0}
+    assert fold(records, "c", MODEL) is None
 
 
 def test_another_models_changelog_is_refused() -> None:
-    log = _round("in", 100, 100, _rows([5], 1.0), 1)
+    log = _Log()
+    log.round(100, True, _rows([5], 1.0))
     with pytest.raises(ChangelogOtherModel, match="not the one served"):
-        fold(log, "in", {"name": "m", "version": "2"})
+        fold(log.records, "in", {"name": "m", "version": "2"})
 
 
 def test_a_marker_that_is_not_json_is_refused() -> None:
-    with pytest.raises(ChangelogError, match="not JSON"):
+    with pytest.raises(ChangelogError, match="does not say what it must"):
         fold([(changelog.marker_key("in"), b"{")], "in", MODEL)
-
-
-def test_a_record_is_a_stream_so_it_stays_far_below_the_brokers_message_limit() -> None:
-    rows = {
-        "key": np.array([2], np.uint64),
-        "state": np.zeros((1, 2 * 2 * 2 * 128), np.float32),  # 2 layers of 128, h and c
-        "window": np.zeros((1, 256), np.float32),
-    }
-    keys, values, _ = changelog.encode_rows("in", 1, rows)
-    assert len(values[0]) < 8 * 1024 < 1_000_000 and len(keys[0]) < 100

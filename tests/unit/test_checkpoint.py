@@ -213,7 +213,8 @@ def test_a_crash_mid_write_leaves_no_partial_segment(tmp_path: Path) -> None:
     store = _filled(["a"])
     (tmp_path / "000000000000.full.npz").mkdir()  # the rename onto it fails
     with pytest.raises(OSError):
-        checkpoint.write_segment(tmp_path, 0, True, 1, MODEL, *store.changes(0, full=True))
+        data = checkpoint.encode_segment(0, True, 1, MODEL, *store.changes(0, full=True))
+        checkpoint.write_segment(tmp_path, 0, True, data)
     assert [p.name for p in tmp_path.iterdir()] == ["000000000000.full.npz"]
 
 

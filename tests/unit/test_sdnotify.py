@@ -229,10 +229,10 @@ def test_the_loop_says_ready_then_pings_then_stopping_then_asks_time_for_checkpo
     write = checkpoint.Checkpoints.write
 
     def held_write(
-        self: checkpoint.Checkpoints, job: checkpoint.Job, changelog: dict[str, int] | None = None
+        self: checkpoint.Checkpoints, job: checkpoint.Job, data: bytes | None = None
     ) -> int:
         assert release.wait(30), "the daemon never asked for more time"
-        return write(self, job, changelog)
+        return write(self, job, data)
 
     monkeypatch.setattr(checkpoint.Checkpoints, "write", held_write)
     got: list[str] = []
