@@ -373,6 +373,8 @@ class Daemon:
                 "partition %s[%d]: state not restored, its streams start afresh: %s", *part, why
             )
             return None
+        for _, why in problems:  # the other store served: still worth an operator's look
+            log.warning("partition %s[%d]: passed over: %s", *part, why)
         offset, where = got.offset, "the changelog"
         if isinstance(got, checkpoint.Restored):
             where = f"{got.segments} segment(s)"

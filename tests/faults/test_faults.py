@@ -815,3 +815,53 @@ def test_with_a_changelog_a_member_killed_hands_its_partitions_to_the_survivor(
     expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
     got = _verdicts(bootstrap, topics["scores"], everything)
     _as_reference(got, expected, "after the kill")
+
+
+def test_with_a_changelog_a_damaged_local_checkpoint_gives_way_to_the_changelog(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A member stops; every segment on its disk is then damaged (a bad sector, a torn copy).
+    Restarted, it passes over them and restores every partition from the changelog instead of
+    starting its streams afresh: every verdict equals an uninterrupted run's."""
+    bootstrap = kafka_bootstrap
+    first, second = _readings(0, 150), _readings(150, 200)
+    produce(bootstrap, topics["readings"], first)
+    configs, ports = _changelog_pair(bootstrap, topics, model_dir, tmp_path)
+    a = Daemon(configs["a"], tmp_path / "a.log")
+    try:
+        wait_metric(ports["a"], "streamwatch_records_consumed_total", len(first), 90)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+    finally:
+        assert a.terminate() == 0, a.output()
+    damaged = 0
+    for segment in (tmp_path / "state-a").rglob("*.npz"):
+        data = bytearray(segment.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(64)
+        segment.write_bytes(bytes(data))
+        damaged += 1
+    assert damaged >= 3
+
+    produce(bootstrap, topics["readings"], second)
+    a, started = Daemon(configs["a"], tmp_path / "a2.log"), time.monotonic()
+    try:
+        wait_ready(ports["a"], 90)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        recover = time.monotonic() - started
+        restored = metric(ports["a"], "streamwatch_state_restored_streams_total")
+        fresh = metric(ports["a"], "streamwatch_state_cold_starts_total", '{reason="none"}')
+        cold = _cold_starts(ports["a"])
+    finally:
+        assert a.terminate() == 0, a.output()
+    out = a.output()
+    assert restored == N_STREAMS, out
+    assert (fresh, cold) == (0, 0), out
+    assert out.count("passed over: ") >= 3 and "not a readable checkpoint segment" in out, out
+    assert out.count("from the changelog") >= 3, out
+    book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
+    book.report("local checkpoints damaged, state from the changelog", recover)
+    assert (book.lost, book.duplicated) == (0, 0)
+    everything = len(first) + len(second)
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
+    got = _verdicts(bootstrap, topics["scores"], everything)
+    _as_reference(got, expected, "after the damage")
