@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -216,22 +217,35 @@ class Changelog:
             )
         return self._reader
 
+    @contextmanager
+    def _reading(self, tp: TopicPartition) -> Iterator[KafkaConsumer]:
+        """The reader, assigned ``tp`` alone meanwhile; its failures as SourceError naming the
+        key (retriable: the broker away)."""
+        try:
+            reader = self.reader
+            reader.assign([tp])
+            yield reader
+        except KafkaError as exc:
+            raise SourceError(
+                f"{KEY}: reading partition {tp.partition}: {exc}", retriable=True
+            ) from exc
+        finally:
+            if self._reader is not None:
+                self._reader.assign([])
+
     def last_marker(self, part: Partition) -> changelog.Marker | None:
         """The marker of ``part``'s last round, if the partition's last record is one (None:
         empty, or a round cut short, or another input topic's round last)."""
         topic, partition = part
         tp = TopicPartition(self.topic, partition)
-        try:
-            reader = self.reader
+        with self._reading(tp) as reader:
             end = int(reader.end_offsets([tp])[tp])
             if end == 0:
                 return None
-            reader.assign([tp])
             reader.seek(tp, end - 1)
             deadline = time.monotonic() + RESTORE_STALL_SECONDS
             while time.monotonic() < deadline:
-                records = reader.poll(timeout_ms=RESTORE_POLL_MS).get(tp, [])
-                for rec in records:
+                for rec in reader.poll(timeout_ms=RESTORE_POLL_MS).get(tp, []):
                     if rec.offset == end - 1:
                         if rec.key != changelog.marker_key(topic) or rec.value is None:
                             return None
@@ -241,13 +255,6 @@ class Changelog:
             raise SourceError(
                 f"{KEY}: partition {partition}: its last record not read", retriable=True
             )
-        except KafkaError as exc:
-            raise SourceError(
-                f"{KEY}: reading partition {partition}: {exc}", retriable=True
-            ) from exc
-        finally:
-            if self._reader is not None:
-                self._reader.assign([])
 
     def adopt(self, part: Partition, marker: changelog.Marker, current: bool) -> None:
         """Take ``marker``'s chain as the partition's: deltas go on it while it is
@@ -268,23 +275,14 @@ class Changelog:
         ``progress(read, total)`` is told as records come.  ``ChangelogError`` if what is
         there cannot be used; ``SourceError`` (retriable) if it cannot be read.  The chain
         found becomes the partition's (current), and the chunks no marker names are
-        tombstoned with the next full round."""
+        tombstoned with its next round."""
         topic, partition = part
         tp = TopicPartition(self.topic, partition)
-        try:
-            reader = self.reader
+        with self._reading(tp) as reader:
             end = int(reader.end_offsets([tp])[tp])
-            reader.assign([tp])
             reader.seek_to_beginning(tp)
             start = reader.position(tp)
             got = changelog.fold(self._read(reader, tp, start, end, progress), topic, model)
-        except KafkaError as exc:
-            raise SourceError(
-                f"{KEY}: reading partition {partition}: {exc}", retriable=True
-            ) from exc
-        finally:
-            if self._reader is not None:
-                self._reader.assign([])
         if got is not None:
             self.adopt(part, got.marker, current=True)
             self.strays[part] = got.strays
