@@ -341,7 +341,7 @@ class Daemon:
         self._writer.wait()  # what was saved of it (a revocation just now) is on disk
         self._full.add(part)  # until a segment is restored, the next one written is full
         if self.changelog is not None:
-            self.changelog.forget(part)  # its base is read again below
+            self.changelog.forget(part)  # its chain is read again below
         problems: list[tuple[str, str]] = []  # (cold start reason, why), from either store
         try:
             local = self.checkpoints.restore(part, self._model_id)
@@ -458,9 +458,8 @@ class Daemon:
         # A partition revoked is handed over: its last round goes to the changelog, and is
         # waited for, so that the next owner finds it.  One lost may be another's already:
         # its state is saved locally only.
-        handed_over = kind == "revoked" and self.changelog is not None
         self.checkpoint(parts, to_changelog=kind == "revoked")
-        if handed_over:
+        if kind == "revoked" and self.changelog is not None:
             self.wait_checkpoints()
         owners = {self._owner_ids[p] for p in parts if p in self._owner_ids}
         dropped = self.engine.store.drop_owners(owners)
@@ -471,7 +470,7 @@ class Daemon:
             self._full.discard(part)
             if self.checkpoints is not None:
                 self.checkpoints.forget(part)
-            if self.changelog is not None and handed_over:
+            if self.changelog is not None:
                 self.changelog.forget(part)
             with contextlib.suppress(KeyError):  # never reported
                 self.metrics.lag.remove(part[0], str(part[1]))

@@ -820,11 +820,13 @@ def test_with_a_changelog_a_member_killed_hands_its_partitions_to_the_survivor(
 def test_with_a_changelog_a_damaged_local_checkpoint_gives_way_to_the_changelog(
     kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
 ) -> None:
-    """A member stops; every segment on its disk is then damaged (a bad sector, a torn copy).
-    Restarted, it passes over them and restores every partition from the changelog instead of
-    starting its streams afresh: every verdict equals an uninterrupted run's."""
+    """A member restarts: its own checkpoints are as new as the changelog, which it sees from
+    the last record of each changelog partition, without reading the rest.  It stops again,
+    and every segment on its disk is then damaged (a bad sector, a torn copy).  Restarted, it
+    passes over them and restores every partition from the changelog instead of starting its
+    streams afresh: every verdict equals an uninterrupted run's."""
     bootstrap = kafka_bootstrap
-    first, second = _readings(0, 150), _readings(150, 200)
+    first, middle, second = _readings(0, 100), _readings(100, 150), _readings(150, 200)
     produce(bootstrap, topics["readings"], first)
     configs, ports = _changelog_pair(bootstrap, topics, model_dir, tmp_path)
     a = Daemon(configs["a"], tmp_path / "a.log")
@@ -833,11 +835,20 @@ def test_with_a_changelog_a_damaged_local_checkpoint_gives_way_to_the_changelog(
         wait_committed(bootstrap, topics["group"], topics["readings"], 3)
     finally:
         assert a.terminate() == 0, a.output()
+    produce(bootstrap, topics["readings"], middle)
+    a = Daemon(configs["a"], tmp_path / "a1.log")
+    try:
+        wait_metric(ports["a"], "streamwatch_records_consumed_total", len(middle), 90)
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+    finally:
+        assert a.terminate() == 0, a.output()
+    assert a.output().count(" from 1 segment(s)") == 3, a.output()
+    assert "changelog record(s)" not in a.output(), a.output()
     damaged = 0
     for segment in (tmp_path / "state-a").rglob("*.npz"):
         data = bytearray(segment.read_bytes())
-        middle = len(data) // 2
-        data[middle : middle + 64] = bytes(64)
+        at = len(data) // 2
+        data[at : at + 64] = bytes(64)
         segment.write_bytes(bytes(data))
         damaged += 1
     assert damaged >= 3
@@ -861,7 +872,7 @@ def test_with_a_changelog_a_damaged_local_checkpoint_gives_way_to_the_changelog(
     book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
     book.report("local checkpoints damaged, state from the changelog", recover)
     assert (book.lost, book.duplicated) == (0, 0)
-    everything = len(first) + len(second)
+    everything = len(first) + len(middle) + len(second)
     expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
     got = _verdicts(bootstrap, topics["scores"], everything)
     _as_reference(got, expected, "after the damage")
