@@ -1,7 +1,8 @@
 """The fault suite: stream state on the real broker through kill -9 (once between
 checkpoints, and ten times at random moments), a member joining a cooperative group, a static
 member's restart, a rolling restart of three replicas, a member paused past its session, and,
-with a changelog topic, a partition moved to a member that joins and from a member killed.
+with a changelog topic, a partition moved to a member that joins and from a member killed (of
+two and of three).
 
 Each scenario ends with a ledger (``Ledger``): the input topic's offsets read against every
 verdict on the scores topic, which carries each verdict's input partition and offset: inputs
@@ -695,10 +696,11 @@ def test_sigterm_with_the_broker_down_exits_in_bounded_time_and_loses_nothing(
 
 
 def _changelog_pair(
-    bootstrap: str, topics: dict[str, str], model_dir: Path, tmp_path: Path
+    bootstrap: str, topics: dict[str, str], model_dir: Path, tmp_path: Path, names: str = "ab"
 ) -> tuple[dict[str, Path], dict[str, int]]:
-    """Configs of members A and B, each with a disk of its own, sharing one changelog."""
-    ports = {"a": free_port(), "b": free_port()}
+    """Configs of members A and B (or ``names``), each with a disk of its own, sharing one
+    changelog."""
+    ports = {name: free_port() for name in names}
     configs = {
         name: _config(
             tmp_path / f"{name}.yaml",
@@ -709,7 +711,7 @@ def _changelog_pair(
             tmp_path / f"state-{name}",
             changelog=f"{topics['group']}-changelog",
         )
-        for name in ("a", "b")
+        for name in names
     }
     return configs, ports
 
@@ -876,3 +878,63 @@ def test_with_a_changelog_a_damaged_local_checkpoint_gives_way_to_the_changelog(
     expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
     got = _verdicts(bootstrap, topics["scores"], everything)
     _as_reference(got, expected, "after the damage")
+
+
+def test_with_a_changelog_three_members_one_killed_lose_no_state(
+    kafka_bootstrap: str, model_dir: Path, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A, then B, then C join (each join hands a partition over through the changelog); C is
+    killed with -9.  Its partition goes to A or B, restored from C's last round: no stream
+    starts afresh anywhere after the first start, nothing is lost, and every verdict equals an
+    uninterrupted run's."""
+    bootstrap = kafka_bootstrap
+    parts = [_readings(0, 100), _readings(100, 140), _readings(140, 170), _readings(170, 200)]
+    produce(bootstrap, topics["readings"], parts[0])
+    configs, ports = _changelog_pair(bootstrap, topics, model_dir, tmp_path, "abc")
+    members: dict[str, Daemon] = {}
+    try:
+        members["a"] = Daemon(configs["a"], tmp_path / "a.log")
+        wait_metric(ports["a"], "streamwatch_records_consumed_total", len(parts[0]), 90)
+        for name, more in (("b", parts[1]), ("c", parts[2])):
+            members[name] = Daemon(configs[name], tmp_path / f"{name}.log")
+            _wait_for(
+                f"{name}'s restore", lambda n=name: "from the changelog" in members[n].output(), 90
+            )
+            produce(bootstrap, topics["readings"], more)
+            wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        _wait_for(
+            "a round of C's",
+            lambda: metric(ports["c"], "streamwatch_checkpoint_written_bytes_total") > 0,
+        )
+        fresh = {
+            n: metric(ports[n], "streamwatch_state_cold_starts_total", '{reason="none"}')
+            for n in "ab"
+        }
+        members["c"].proc.send_signal(signal.SIGKILL)
+        assert members["c"].proc.wait(timeout=10) == -signal.SIGKILL
+        killed = time.monotonic()
+        before = {n: members[n].output().count("from the changelog") for n in "ab"}
+        _wait_for(
+            "C's partition restored by A or B",
+            lambda: any(members[n].output().count("from the changelog") > before[n] for n in "ab"),
+            90,
+        )
+        recover = time.monotonic() - killed
+        produce(bootstrap, topics["readings"], parts[3])
+        wait_committed(bootstrap, topics["group"], topics["readings"], 3)
+        for n in "ab":
+            assert _cold_starts(ports[n]) == 0, members[n].output()
+            now = metric(ports[n], "streamwatch_state_cold_starts_total", '{reason="none"}')
+            assert now == fresh[n], members[n].output()
+        assert metric(ports["b"], "streamwatch_state_cold_starts_total", '{reason="none"}') == 0
+    finally:
+        for d in members.values():
+            if d.proc.poll() is None:
+                assert d.terminate() == 0, d.output()
+    book = ledger(bootstrap, topics["readings"], topics["scores"], 3)
+    book.report("one of three members killed, state moved by the changelog", recover)
+    assert book.lost == 0
+    everything = sum(len(p) for p in parts)
+    expected = _reference(bootstrap, topics, model_dir, tmp_path, everything)
+    got = _verdicts(bootstrap, topics["scores"], everything)
+    _as_reference(got, expected, "after the kill of one of three")
